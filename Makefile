@@ -1,0 +1,28 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU machines get the CPU wheel of torch through a constraints file; GPU machines get CUDA torch.
+CONSTRAINTS := $(if $(shell command -v nvidia-smi 2>/dev/null),,$(CURDIR)/constraints-cpu.txt)
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast install clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	PIP_CONSTRAINT=$(CONSTRAINTS) $(PY) -m pip install -q --upgrade pip
+	PIP_CONSTRAINT=$(CONSTRAINTS) $(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: install
+	$(PY) -m train.demo
+
+test: install
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) runs .cache

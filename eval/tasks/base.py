@@ -1,0 +1,105 @@
+"""The one Task interface: load items, build the chat prompt, grade an output."""
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from eval.errors import UserError
+
+THINK_RE = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
+
+
+def strip_reasoning(text: str) -> str:
+    """Drop <think>...</think> traces (an unclosed one runs to the end) before grading."""
+    return THINK_RE.sub("", text).strip()
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    prompt: str  # the task instruction shown to the model, without any added constraint
+    gold: Any  # what grade() compares against
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class Grade:
+    success: bool
+    answer: str | None  # the extracted answer; None when nothing could be extracted
+    score: float  # a graded value in [0, 1] (F1, fraction of tests passed, or success as 0/1)
+    detail: dict = field(default_factory=dict)  # e.g. {"reason": "timeout"} or {"f1": 0.4}
+
+    def to_dict(self) -> dict:
+        return {"success": self.success, "answer": self.answer, "score": self.score, "detail": self.detail}
+
+
+class Task(ABC):
+    """A benchmark. Subclasses set `name` and implement load_items/grade."""
+
+    name: str = ""
+    system_prompt: str | None = None
+
+    @abstractmethod
+    def load(self, split: str = "test", limit: int | None = None) -> list[Item]:
+        """Items of a split, in a fixed order; `limit` keeps the first N."""
+
+    @abstractmethod
+    def grade(self, item: Item, output: str) -> Grade:
+        """Grade one model output for one item."""
+
+    def grade_many(self, items: list[Item], outputs: list[str]) -> list[Grade]:
+        """Grade a batch; tasks that run code override this to use sandbox workers."""
+        return [self.grade(it, out) for it, out in zip(items, outputs)]
+
+    def messages(self, item: Item, constraint: str | None = None, position: str = "append") -> list[dict]:
+        """Chat messages for an item, with an optional constraint text.
+
+        position: "append" (after the instruction, the paper's default), "prepend", or "system".
+        """
+        user = item.prompt
+        system = self.system_prompt
+        if constraint:
+            if position == "append":
+                user = f"{user}\n\n{constraint}"
+            elif position == "prepend":
+                user = f"{constraint}\n\n{user}"
+            elif position == "system":
+                system = f"{system}\n\n{constraint}" if system else constraint
+            else:
+                raise UserError(f"unknown constraint position {position!r}", "use one of: append, prepend, system")
+        msgs = [{"role": "system", "content": system}] if system else []
+        msgs.append({"role": "user", "content": user})
+        return msgs
+
+
+def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
+    """Read a JSONL file; a missing file, a bad line or a missing field is a UserError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"data file not found: {path}", "pass an existing JSONL path or a hub dataset name")
+    rows = []
+    with path.open(encoding="utf-8", errors="strict") as fh:
+        try:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{path}:{lineno} is not valid JSON ({exc.msg})", "fix or remove that line") from None
+                missing = [k for k in required if k not in row]
+                if missing:
+                    raise UserError(
+                        f"{path}:{lineno} lacks field(s) {', '.join(missing)}",
+                        f"each line needs: {', '.join(required)}",
+                    )
+                rows.append(row)
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})", "re-encode the file as UTF-8") from None
+    if not rows:
+        raise UserError(f"data file is empty: {path}", "point to a file with at least one record")
+    return rows

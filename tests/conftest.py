@@ -1,0 +1,34 @@
+"""Shared fixtures: local data from ../shared/data, system-package checks, the cached tiny model."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SUSTAIN_SHARED_DATA", ROOT.parent / "shared" / "data"))
+IN_CI = bool(os.environ.get("CI"))
+
+
+def need_data(relpath: str) -> Path:
+    """A file under ../shared/data: fails in CI when missing, skips with a message elsewhere."""
+    path = SHARED_DATA / relpath
+    if not path.exists():
+        msg = f"benchmark data missing: {path} (CI provides ../shared/data)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+def need_command(cmd: str, debian_package: str) -> str:
+    """A system command: fails in CI when missing, skips with the install command elsewhere."""
+    found = shutil.which(cmd)
+    if not found:
+        msg = f"{cmd} not found: apt-get install {debian_package}"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return found
