@@ -1,0 +1,121 @@
+"""YAML -> dataclass configuration: unknown keys are errors naming the key and the valid ones."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from eval.errors import UserError
+
+T = TypeVar("T")
+
+
+@dataclass
+class EvalConfig:
+    """Everything one eval of one model needs; a YAML file and CLI flags fill it."""
+
+    model: str = ""  # a local checkpoint folder, a hub name, or the model name served at base_url
+    tasks: list[str] = field(default_factory=lambda: ["arith"])
+    out: str = "runs/eval"
+    backend: str = "hf"  # hf | vllm | openai
+    base_url: str | None = None  # for backend=openai
+    api_key_env: str = "OPENAI_API_KEY"  # the NAME of the variable holding the key, never the key
+    split: str = "test"
+    limit: int | None = None  # items per task
+    data: dict[str, str] = field(default_factory=dict)  # task -> local path or hub name
+    families: list[str] = field(default_factory=lambda: ["hard"])  # hard, soft
+    categories: list[str] | None = None  # restrict to these constraint categories
+    k_max: int = 1  # constraints per item, k = 1..k_max (the paper's scales analysis)
+    position: str = "append"  # where the constraint goes: append | prepend | system
+    seed: int = 0
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    batch_size: int = 16
+    sandbox_workers: int = 4
+    soft_backend: str = "openai"  # the LLM that writes and judges soft constraints
+    soft_model: str | None = None
+    soft_base_url: str | None = None
+    attention: bool = False  # run the attention analysis stage (HF backend only)
+    attention_layers: list[int] | None = None
+
+    # Settings that change records: a run folder made with other values is refused.
+    IDENTITY = ("model", "backend", "base_url", "split", "seed", "max_new_tokens", "temperature", "position",
+                "categories", "soft_model")
+
+    def identity(self) -> dict:
+        return {k: getattr(self, k) for k in self.IDENTITY}
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Check a YAML/CLI value against a field's type hint; convert the obvious cases."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(name, value, inner[0])
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise UserError(f"config key {name!r} must be a list, got {value!r}", f"write {name}: [a, b]")
+        return [_coerce(name, v, args[0]) for v in value]
+    if origin is dict:
+        if isinstance(value, str):  # CLI form: "a=x,b=y"
+            try:
+                value = dict(kv.split("=", 1) for kv in value.split(",") if kv)
+            except ValueError:
+                raise UserError(f"config key {name!r} expects key=value pairs, got {value!r}", f"write --{name} task=path") from None
+        if not isinstance(value, dict):
+            raise UserError(f"config key {name!r} must be a mapping, got {value!r}", f"write {name}: {{key: value}}")
+        return {str(k): str(v) for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise UserError(f"config key {name!r} must be true or false, got {value!r}", f"write {name}: true")
+        return value
+    if hint in (int, float):
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return hint(value)
+        except (TypeError, ValueError):
+            raise UserError(f"config key {name!r} must be a number ({hint.__name__}), got {value!r}", f"write {name}: 1") from None
+    if hint is str:
+        if isinstance(value, (dict, list)):
+            raise UserError(f"config key {name!r} must be text, got {value!r}", f"write {name}: some-text")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], values: dict, source: str = "config") -> T:
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types are one-line errors."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise UserError(f"unknown key {unknown[0]!r} in {source}", f"valid keys: {', '.join(names)}")
+    return cls(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}", "pass an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path} is not valid YAML: {first}", "fix the syntax of that file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a mapping of keys to values", "write key: value lines")
+    return data
