@@ -103,3 +103,34 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
     if not rows:
         raise UserError(f"data file is empty: {path}", "point to a file with at least one record")
     return rows
+
+
+def looks_like_local_path(source: str) -> bool:
+    """True for an existing file/folder or a path-like string, so a typo fails as 'not found', not as a hub call."""
+    return Path(source).expanduser().exists() or source.startswith((".", "/", "~")) or source.endswith((".jsonl", ".json"))
+
+
+def load_rows(source: str, split: str, required: Iterable[str] = (), hub_config: str | None = None) -> list[dict]:
+    """Rows of a split from a local JSONL file, a folder holding `<split>.jsonl`, or a hub dataset name."""
+    if looks_like_local_path(source):
+        path = Path(source).expanduser()
+        return read_jsonl(path / f"{split}.jsonl" if path.is_dir() else path, required)
+    return load_hub_split(source, hub_config, split)
+
+
+def load_hub_split(name: str, config: str | None, split: str) -> list[dict]:
+    """One split of a hub dataset as plain dicts; hub failures become a UserError pointing to local files."""
+    import datasets  # imported here: a slow import that local-file users never need
+    from datasets.exceptions import DatasetNotFoundError
+
+    try:
+        rows = datasets.load_dataset(name, config, split=split)
+    except DatasetNotFoundError:
+        raise UserError(f"dataset {name!r} not found on the hub", "check the name or pass a local JSONL path") from None
+    except OSError as exc:  # ConnectionError, offline mode, timeouts
+        raise UserError(
+            f"the hub is unreachable for dataset {name!r} ({type(exc).__name__})", "pass a local JSONL path instead"
+        ) from None
+    except ValueError as exc:  # e.g. an unknown split or config
+        raise UserError(f"cannot load {name!r} split {split!r}: {str(exc).splitlines()[0]}", "check split and config names") from None
+    return rows.to_list()
