@@ -20,7 +20,11 @@ def get_task(name: str, **options) -> Task:
     if name not in TASKS:
         raise UserError(f"unknown task {name!r}", f"use one of: {', '.join(sorted(TASKS))}")
     module, cls = TASKS[name].split(":")
-    return getattr(import_module(module), cls)(**options)
+    task_cls = getattr(import_module(module), cls)
+    try:
+        return task_cls(**options)
+    except TypeError as exc:  # an option the task does not take
+        raise UserError(f"task {name!r}: {exc}", "check the task options in your config") from None
 
 
 __all__ = ["Grade", "Item", "Task", "TASKS", "get_task"]
