@@ -1,0 +1,172 @@
+"""Attention mass that each generated token puts on the constraint's tokens, from one teacher-forced pass.
+
+Decoding step s is the forward step that produced generated token s: its query is the token before it
+(the last prompt token for s = 0), as `generate(output_attentions=True)` would report it.
+
+Nothing T x T is kept: inside each layer's attention call we recompute q.k for the generated rows only,
+in chunks, take the exact softmax denominator with log-sum-exp over all visible keys and the numerator
+over the span columns, and keep one number per (sequence, row), averaged over heads.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from eval.attention.interface import attention_wrapped, visible_keys
+from eval.attention.span import TokenSpan, token_span
+from eval.errors import UserError
+
+# Upper bound on the float32 logits one chunk holds (2**22 values = 16 MiB).
+CHUNK_ELEMENTS = 1 << 22
+
+
+@dataclass
+class Batch:
+    """Left-padded prompt + output sequences and where the span and the decoding-step queries sit."""
+
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T)
+    position_ids: torch.Tensor  # (B, T), counted from each sequence's first real token, as generate does
+    span_columns: torch.Tensor  # (B, T) bool
+    prompt_lengths: list[int]
+    output_lengths: list[int]
+
+    @property
+    def first_row(self) -> int:
+        """First query row any sequence needs: the rows are the last max(output_lengths) + 1 minus the final one."""
+        return self.input_ids.shape[1] - 1 - max(self.output_lengths)
+
+
+def build_batch(spans: list[TokenSpan], output_ids: list[list[int]], pad_id: int) -> Batch:
+    lengths = [len(s.input_ids) + len(o) for s, o in zip(spans, output_ids)]
+    total = max(lengths)
+    ids = torch.full((len(spans), total), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(spans), total), dtype=torch.long)
+    span_columns = torch.zeros((len(spans), total), dtype=torch.bool)
+    for b, (span, out, length) in enumerate(zip(spans, output_ids, lengths)):
+        pad = total - length
+        ids[b, pad:] = torch.tensor(span.input_ids + out, dtype=torch.long)
+        mask[b, pad:] = 1
+        span_columns[b, pad + span.start : pad + span.end] = True
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    return Batch(
+        ids, mask, position_ids, span_columns, [len(s.input_ids) for s in spans], [len(o) for o in output_ids]
+    )
+
+
+class SpanMassRecorder:
+    """Attention wrapper: runs the model's own attention, and records the span mass of rows >= first_row."""
+
+    def __init__(self, span_columns: torch.Tensor, first_row: int):
+        self.span_columns = span_columns
+        self.first_row = first_row
+        self.per_layer: dict[int, torch.Tensor] = {}  # layer -> (B, rows) mean over heads
+
+    def __call__(self, inner, module, query, key, value, attention_mask, **kwargs):
+        output = inner(module, query, key, value, attention_mask, **kwargs)
+        scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
+        self.per_layer[module.layer_idx] = self.span_mass(query, key, attention_mask, scaling)
+        return output
+
+    def span_mass(self, query, key, attention_mask, scaling) -> torch.Tensor:
+        batch, heads, query_len, dim = query.shape
+        kv_heads, key_len = key.shape[1], key.shape[2]
+        if query_len != key_len:
+            raise RuntimeError("span mass expects one full forward pass without a cache")
+        groups = heads // kv_heads  # GQA: query head h reads key head h // groups
+        span = self.span_columns.to(query.device)
+        cols = span.any(0).nonzero().flatten()
+        lo, hi = int(cols.min()), int(cols.max()) + 1  # one column window covers every sequence's span
+        chunk = max(1, CHUNK_ELEMENTS // (batch * heads * key_len))
+        masses = []
+        for r0 in range(self.first_row, query_len - 1, chunk):
+            rows = slice(r0, min(r0 + chunk, query_len - 1))
+            stop = rows.stop  # causal: these rows see no key at or beyond `stop`
+            q = query[:, :, rows].float().reshape(batch, kv_heads, groups, -1, dim)
+            k = key[:, :, :stop].float().unsqueeze(2)
+            logits = torch.matmul(q, k.transpose(-1, -2)) * scaling  # (B, KVH, G, rows, keys)
+            allowed = visible_keys(attention_mask, rows, query_len, key_len, query.device)[:, :, :, :stop]
+            # Same fill value as eager, so even a fully padded row behaves like eager's softmax.
+            logits = logits.masked_fill(~allowed.unsqueeze(2), torch.finfo(torch.float32).min)
+            denominator = torch.logsumexp(logits, dim=-1)
+            in_span = (span[:, None, None, lo:hi] & allowed[..., lo:hi]).unsqueeze(2)
+            numerator = torch.logsumexp(logits[..., lo:hi].masked_fill(~in_span, float("-inf")), dim=-1)
+            masses.append(torch.exp(numerator - denominator).mean(dim=(1, 2)))
+        return torch.cat(masses, dim=1)
+
+
+def _forward_batch(model, batch: Batch) -> torch.Tensor:
+    """(layers, B, rows) span mass for rows first_row .. T-2."""
+    recorder = SpanMassRecorder(batch.span_columns, batch.first_row)
+    device = model.device
+    with torch.no_grad(), attention_wrapped(model, recorder):
+        model(
+            input_ids=batch.input_ids.to(device),
+            attention_mask=batch.attention_mask.to(device),
+            position_ids=batch.position_ids.to(device),
+            use_cache=False,
+            logits_to_keep=1,  # the logits are not needed; skip the (T x vocab) head
+        )
+    return torch.stack([recorder.per_layer[i] for i in sorted(recorder.per_layer)]).cpu()
+
+
+def _record(per_layer: torch.Tensor, span: TokenSpan) -> dict:
+    """per_layer: (layers, steps) for one generation."""
+    per_step = per_layer.mean(0)
+    steps = per_step.shape[0]
+    context = torch.arange(len(span.input_ids), len(span.input_ids) + steps, dtype=per_step.dtype)
+    return {
+        "per_step": per_step.tolist(),
+        "per_layer": per_layer.tolist(),
+        "per_token_norm": (per_step / len(span)).tolist(),
+        "share_norm": (per_step * context / len(span)).tolist(),
+        "span_tokens": len(span),
+        "prompt_tokens": len(span.input_ids),
+        "context_tokens": context.long().tolist(),  # keys each step's query saw (prompt + earlier output)
+    }
+
+
+def span_attention(
+    model,
+    tokenizer,
+    prompts: list[str],
+    outputs: list[str],
+    spans: list[tuple[int, int]],
+    batch_size: int = 8,
+) -> list[dict]:
+    """For each (rendered prompt, generated output, constraint character span in the prompt), the attention
+    mass on the span by decoding step, mean over heads, per layer and averaged over layers.
+
+    Each dict: per_step (steps), per_layer (layers x steps), per_token_norm (mass / span tokens),
+    share_norm (mass / (span tokens / visible tokens); 1.0 = the span's fair share), span_tokens,
+    prompt_tokens, context_tokens (per step). The model must use sdpa or eager attention.
+    """
+    if not len(prompts) == len(outputs) == len(spans):
+        raise UserError(
+            f"got {len(prompts)} prompts, {len(outputs)} outputs and {len(spans)} spans",
+            "pass one output and one span per prompt",
+        )
+    if batch_size < 1:
+        raise UserError(f"batch_size must be at least 1, got {batch_size}", "pass batch_size >= 1")
+    token_spans = [token_span(tokenizer, p, s) for p, s in zip(prompts, spans)]
+    output_ids = [tokenizer(o, add_special_tokens=False)["input_ids"] for o in outputs]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    # Similar lengths share a batch, so little compute goes to padding.
+    order = sorted(range(len(prompts)), key=lambda i: len(token_spans[i].input_ids) + len(output_ids[i]))
+    results: list[dict | None] = [None] * len(prompts)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(order), batch_size):
+            members = order[start : start + batch_size]
+            batch = build_batch([token_spans[i] for i in members], [output_ids[i] for i in members], pad_id)
+            layers = model.config.num_hidden_layers
+            mass = _forward_batch(model, batch) if max(batch.output_lengths) else torch.zeros(layers, len(members), 0)
+            rows = mass.shape[-1]
+            for b, i in enumerate(members):
+                steps = batch.output_lengths[b]
+                results[i] = _record(mass[:, b, rows - steps :], token_spans[i])
+    finally:
+        model.train(was_training)
+    return results
