@@ -1,0 +1,174 @@
+"""Find the run folders behind a report and read them; nothing else (no W&B, no logs) is consulted.
+
+Layout contract (written by training and the Slurm driver):
+  <root>/base/eval/checkpoint-0/          the base model's eval: step 0 of every paradigm
+  <root>/<paradigm>/checkpoint-<step>/    TRL checkpoints
+  <root>/<paradigm>/eval/checkpoint-<step>/  the eval run folder of that checkpoint (summary.json, ...)
+  <root>/<paradigm>/run_info.json         {"paradigm": ..., "recipe": ..., "base_model": ...} (optional)
+
+An input is one of: an eval run folder (summary.json), a training output_dir (eval/checkpoint-*
+or checkpoint-*), or a comparison root (subfolders that are training output_dirs, and base/).
+A checkpoint whose eval has no summary.json yet is kept as pending, never read as zeros.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from eval.errors import UserError
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+BASE = "base"
+FIX = ("pass an eval run folder (with summary.json), a training output_dir (with eval/checkpoint-N/), "
+       "or a comparison root holding such output_dirs and base/")
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    folder: Path  # the eval run folder (may not exist yet)
+    summary: dict | None = None  # None while pending
+    attention: dict | None = None  # attention_summary.json, when the attention stage ran
+    pending: str | None = None  # why there is no summary yet
+
+    @property
+    def done(self) -> bool:
+        return self.summary is not None
+
+
+@dataclass
+class Paradigm:
+    name: str
+    source: Path  # the training output_dir (or the run folder of a single-model input)
+    info: dict = field(default_factory=dict)  # run_info.json
+    checkpoints: list[Checkpoint] = field(default_factory=list)  # by step; base at step 0
+
+    @property
+    def done(self) -> list[Checkpoint]:
+        return [c for c in self.checkpoints if c.done]
+
+    @property
+    def final(self) -> Checkpoint | None:
+        """The last checkpoint with a summary (the base model counts when nothing else is done)."""
+        done = self.done
+        return done[-1] if done else None
+
+
+def _step(name: str) -> int | None:
+    m = CHECKPOINT_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def is_run_folder(path: Path) -> bool:
+    return (path / "summary.json").is_file()
+
+
+def is_output_dir(path: Path) -> bool:
+    """A training output_dir: TRL checkpoints or their eval folders."""
+    return any(_step(p.name) is not None for d in (path, path / "eval") if d.is_dir() for p in d.iterdir())
+
+
+def read_checkpoint(step: int, folder: Path) -> Checkpoint:
+    summary_path = folder / "summary.json"
+    if not folder.is_dir():
+        return Checkpoint(step, folder, pending="eval not started (no eval run folder)")
+    if not summary_path.is_file():
+        stages = [f for f in ("baseline.jsonl", "constrained.jsonl") if (folder / f).is_file()]
+        has = f"has {', '.join(stages)}" if stages else "no records yet"
+        return Checkpoint(step, folder, pending=f"eval incomplete: no summary.json ({has})")
+    try:
+        summary = json.loads(summary_path.read_text())
+    except json.JSONDecodeError as exc:
+        return Checkpoint(step, folder, pending=f"summary.json unreadable ({exc.msg}); rerun `sustain summary`")
+    attention = summary.get("attention")
+    attention_path = folder / "attention_summary.json"
+    if attention_path.is_file():
+        attention = json.loads(attention_path.read_text())
+    return Checkpoint(step, folder, summary=summary, attention=attention)
+
+
+def _output_dir_steps(path: Path) -> dict[int, Path]:
+    """step -> eval run folder, for every step that has a TRL checkpoint or an eval folder."""
+    steps: dict[int, Path] = {}
+    for d in (path, path / "eval"):
+        if d.is_dir():
+            for p in d.iterdir():
+                s = _step(p.name)
+                if s is not None and p.is_dir():
+                    steps[s] = path / "eval" / p.name
+    return steps
+
+
+def _base_checkpoint(root: Path) -> Checkpoint | None:
+    folder = root / BASE / "eval" / "checkpoint-0"
+    return read_checkpoint(0, folder) if folder.is_dir() else None
+
+
+def _paradigm_name(path: Path) -> tuple[str, dict]:
+    info_path = path / "run_info.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    return str(info.get("paradigm") or path.name), info
+
+
+def read_output_dir(path: Path, base: Checkpoint | None, progress: tqdm | None = None) -> Paradigm:
+    name, info = _paradigm_name(path)
+    paradigm = Paradigm(name, path, info)
+    if base is not None:
+        paradigm.checkpoints.append(base)
+    for step, folder in sorted(_output_dir_steps(path).items()):
+        if step == 0 and base is not None:
+            continue  # the base model's own eval is step 0
+        paradigm.checkpoints.append(read_checkpoint(step, folder))
+        if progress is not None:
+            progress.update()
+    return paradigm
+
+
+def _single_run(path: Path) -> Paradigm:
+    step = _step(path.name) or 0
+    run_json = path / "run.json"
+    model = json.loads(run_json.read_text()).get("identity", {}).get("model") if run_json.is_file() else None
+    return Paradigm(str(model or path.name), path, {}, [read_checkpoint(step, path)])
+
+
+def _expand(path: Path, progress: tqdm) -> list[Paradigm]:
+    if not path.exists():
+        raise UserError(f"report input {path} does not exist", FIX)
+    if is_run_folder(path):
+        return [_single_run(path)]
+    if is_output_dir(path):
+        return [read_output_dir(path, _base_checkpoint(path.parent), progress)]
+    if path.is_dir():
+        base = _base_checkpoint(path)
+        subdirs = sorted(p for p in path.iterdir() if p.is_dir() and p.name != BASE and is_output_dir(p))
+        paradigms = [read_output_dir(p, base, progress) for p in subdirs]
+        if paradigms:
+            return paradigms
+        if base is not None:  # a root with only the base model evaluated so far
+            return [Paradigm(BASE, path / BASE, {}, [base])]
+    raise UserError(f"{path} is not a run folder: no summary.json, no eval/checkpoint-N/, "
+                    "no subfolders that are training output_dirs", FIX)
+
+
+def collect(inputs: list[Path]) -> list[Paradigm]:
+    """Every paradigm behind the inputs, checkpoints sorted by step; names made unique."""
+    if not inputs:
+        raise UserError("no report inputs given", FIX)
+    paradigms: list[Paradigm] = []
+    with tqdm(desc="reading run folders", unit="checkpoint", leave=False) as progress:
+        for path in inputs:
+            paradigms += _expand(Path(path), progress)
+    # two runs of one paradigm (e.g. seeds): tell them apart by their folder
+    names = [p.name for p in paradigms]
+    for p in paradigms:
+        if names.count(p.name) > 1:
+            p.name = f"{p.name}:{p.source.name}"
+    names = [p.name for p in paradigms]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise UserError(f"two report inputs give the paradigm {dup!r}", "pass each training output_dir once")
+    return paradigms

@@ -1,0 +1,124 @@
+"""report.md from report.json's content: plots by relative path, tables, notes, and findings in words."""
+from __future__ import annotations
+
+from eval.scoring import fmt
+
+# metrics whose gaps are listed in report.md (all gaps are in report.json)
+HEADLINE = ("accuracy", "sustain", "follow_rate", "attention_gap")
+
+
+def _cell(score: dict | None) -> str:
+    return fmt(score or {"value": None, "reason": "no data"}).replace("|", "\\|")
+
+
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else (f"{p:.2g}" if p < 0.001 else f"{p:.3f}")
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return a["lo"] <= b["hi"] and b["lo"] <= a["hi"]
+
+
+def findings(report: dict) -> list[str]:
+    """Plain sentences drawn from the numbers (nothing here is hand-written per run)."""
+    out = []
+    final = {n: f for n, f in report["final"].items() if f is not None}
+    ranked = sorted(((f["sustain"]["value"], n) for n, f in final.items() if f["sustain"]["value"] is not None),
+                    reverse=True)
+    if ranked:
+        best = ranked[0][1]
+        b = final[best]["sustain"]
+        sentence = (f"**{best}** keeps the most SustainScore at its final checkpoint (step {final[best]['step']}): "
+                    f"{fmt(b)}")
+        if len(ranked) > 1:
+            second = ranked[1][1]
+            s = final[second]["sustain"]
+            sentence += (f", ahead of {second} ({fmt(s)}); their 95% intervals "
+                         + ("overlap." if _overlap(b, s) else "do not overlap."))
+        out.append(sentence)
+    else:
+        out.append("No paradigm has a defined SustainScore at its final checkpoint yet.")
+    for name, metrics in report["series"].items():
+        sustain = [p for p in metrics.get("sustain", []) if p["value"] is not None]
+        acc = [p for p in metrics.get("accuracy", []) if p["value"] is not None]
+        if len(sustain) >= 2 and len(acc) >= 2:
+            out.append(f"{name}: SustainScore {sustain[0]['value']:.3f} at step {sustain[0]['step']} -> "
+                       f"{sustain[-1]['value']:.3f} at step {sustain[-1]['step']} (change "
+                       f"{sustain[-1]['value'] - sustain[0]['value']:+.3f}); baseline accuracy "
+                       f"{acc[0]['value']:.3f} -> {acc[-1]['value']:.3f}.")
+    significant = [t for t in report["paired_tests"] if t["p_value"] is not None and t["p_value"] < 0.05]
+    for t in significant:
+        out.append(f"Paired on {t['n_pairs']} items ({t['condition']}), {t['a']} vs {t['b']}: "
+                   f"difference {t['diff']:+.3f}, p = {_p(t['p_value'])}.")
+    if report["paired_tests"] and not significant:
+        out.append("No paired test between final checkpoints reaches p < 0.05.")
+    if report["pending"]:
+        out.append(f"{len(report['pending'])} checkpoint(s) still pending: the curves stop before them.")
+    return out
+
+
+def final_table(report: dict) -> list[str]:
+    tasks = report["tasks"]
+    head = ["paradigm", "final step", "accuracy", "SustainScore", *[f"Sustain {t}" for t in tasks], "follow rate"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, f in report["final"].items():
+        if f is None:
+            rows.append(f"| {name} | none finished | " + " | ".join(["-"] * (len(head) - 2)) + " |")
+            continue
+        cells = [name, str(f["step"]), _cell(f["accuracy"]), _cell(f["sustain"]),
+                 *[_cell(f["sustain_by_task"].get(t)) for t in tasks], _cell(f["follow_rate"])]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def paired_table(report: dict) -> list[str]:
+    tests = report["paired_tests"]
+    if not tests:
+        return ["No pair of final checkpoints to compare (one paradigm, or no k=1 runs in common)."]
+    rows = [f"Test: {tests[0]['test']}, on items both models solved at baseline, each item's k=1 "
+            "constrained success (see eval/report/stats.py for why).", "",
+            "| A | B | condition | pairs | both kept | only A | only B | neither | rate A - rate B [95% CI] | p |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for t in tests:
+        if t["p_value"] is None:
+            diff = t["reason"]
+        else:
+            ci = "" if t["diff_lo"] is None else f" [{t['diff_lo']:+.3f}, {t['diff_hi']:+.3f}]"
+            diff = f"{t['diff']:+.3f}{ci}"
+        rows.append(f"| {t['a']} (step {t['step_a']}) | {t['b']} (step {t['step_b']}) | {t['condition']} | "
+                    f"{t['n_pairs']} | {t['both']} | {t['only_a']} | {t['only_b']} | {t['neither']} | {diff} | "
+                    f"{_p(t['p_value'])} |")
+    return rows
+
+
+def render(report: dict, notes: str | None = None) -> str:
+    lines = ["# SustainScore robustness report", "",
+             "Built from run folders only: " + ", ".join(f"`{p}`" for p in report["inputs"]) + ".",
+             f"Paradigms: {', '.join(report['final'])}. Tasks: {', '.join(report['tasks']) or 'none'}.", "",
+             "## What this shows", ""]
+    lines += [f"- {s}" for s in findings(report)]
+    lines += ["", "## Final numbers", "",
+              "Each cell: value [95% interval] n (runs or items). Undefined scores give their reason.", ""]
+    lines += final_table(report)
+    lines += ["", "## Paired tests between final checkpoints", ""]
+    lines += paired_table(report)
+    lines += ["", "## Robustness curves", ""]
+    plots = report["plots"]
+    for key, name in plots.items():
+        if key == "overall" or key.startswith("task/"):
+            label = "all tasks" if key == "overall" else key.split("/", 1)[1]
+            lines += [f"### {label}", "", f"![SustainScore and accuracy by step, {label}]({name})", ""]
+    if "attention_gap" in plots:
+        lines += ["## Attention on the constraint", "", f"![attention gap by step]({plots['attention_gap']})", ""]
+    lines += ["## Failure classes", "", f"![failure classes by step]({plots['failures']})", ""]
+    lines += ["## Pending checkpoints", ""]
+    lines += ([f"- {p['paradigm']} step {p['step']}: {p['reason']} (`{p['folder']}`)" for p in report["pending"]]
+              or ["None: every checkpoint found has a summary."])
+    lines += ["", "## Undefined scores (gaps in the curves)", ""]
+    shown = [u for u in report["undefined"] if u["metric"] in HEADLINE or u["metric"].startswith(("sustain/task/", "accuracy/task/"))]
+    lines += [f"- {u['paradigm']} step {u['step']} {u['metric']}: {u['reason']}" for u in shown] or ["None."]
+    if len(report["undefined"]) > len(shown):
+        lines.append(f"- and {len(report['undefined']) - len(shown)} more by family / k: see report.json")
+    if notes:
+        lines += ["", "## Notes", "", notes.strip()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,122 @@
+"""Log a built report to W&B after the fact: one run per paradigm in a group, plus one run with the
+plots and tables. Curves use `checkpoint_step` as their x axis (define_metric), so the order in
+which checkpoints are logged does not matter. Offline runs stay on disk for `wandb sync`; online,
+a W&B Report is also built when wandb-workspaces is installed. No key is ever written anywhere:
+wandb reads WANDB_API_KEY / its netrc itself.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from eval.errors import UserError
+
+MODES = ("offline", "online")
+STEP = "checkpoint_step"
+
+
+def _rows(metrics: dict[str, list[dict]]) -> list[dict]:
+    """One log row per checkpoint: every defined value, with _lo/_hi for its interval."""
+    rows: dict[int, dict] = {}
+    for metric, points in metrics.items():
+        for p in points:
+            row = rows.setdefault(p["step"], {STEP: p["step"]})
+            if p["value"] is None:
+                continue  # undefined: nothing logged, W&B shows a gap
+            row[metric] = p["value"]
+            if p.get("lo") is not None:
+                row[f"{metric}_lo"], row[f"{metric}_hi"] = p["lo"], p["hi"]
+            row[f"{metric}_n"] = p["n"]
+    return [rows[s] for s in sorted(rows)]
+
+
+def final_table_rows(report: dict) -> tuple[list[str], list[list]]:
+    tasks = report["tasks"]
+    columns = ["paradigm", "final_step", "accuracy", "accuracy_lo", "accuracy_hi", "sustain", "sustain_lo",
+               "sustain_hi", "sustain_n", *[f"sustain_{t}" for t in tasks], "follow_rate"]
+    data = []
+    for name, f in report["final"].items():
+        if f is None:
+            continue
+        data.append([name, f["step"], f["accuracy"]["value"], f["accuracy"]["lo"], f["accuracy"]["hi"],
+                     f["sustain"]["value"], f["sustain"]["lo"], f["sustain"]["hi"], f["sustain"]["n"],
+                     *[f["sustain_by_task"][t]["value"] for t in tasks], f["follow_rate"]["value"]])
+    return columns, data
+
+
+def _init(wandb, mode: str, project: str, group: str, name: str, job_type: str, config: dict, wandb_dir: str):
+    return wandb.init(project=project, group=group, name=name, job_type=job_type, mode=mode, dir=wandb_dir,
+                      config=config, reinit="create_new")
+
+
+def log_report(report: dict, out: Path, mode: str, project: str, group: str | None = None) -> list[Path]:
+    """Log every paradigm's curves and the report's plots/tables; returns the local run folders."""
+    if mode not in MODES:
+        raise UserError(f"unknown W&B mode {mode!r}", f"use one of: {', '.join(MODES)} (or leave it out)")
+    import wandb
+
+    group = group or f"sustain-report-{out.resolve().name}"
+    wandb_dir = os.environ.get("WANDB_DIR") or str(out)  # default: beside the report, ready for `wandb sync`
+    Path(wandb_dir).mkdir(parents=True, exist_ok=True)
+    run_dirs = []
+    entity = None
+    for name, metrics in report["series"].items():
+        info = report["paradigms"][name]
+        run = _init(wandb, mode, project, group, name, "sustain-curves",
+                    {"paradigm": name, "source": info["source"], **info["info"]}, wandb_dir)
+        run.define_metric(STEP)
+        run.define_metric("*", step_metric=STEP)
+        for row in _rows(metrics):
+            run.log(row)
+        final = report["final"].get(name)
+        if final is not None:
+            run.summary.update({"final_step": final["step"], "final_sustain": final["sustain"]["value"],
+                                "final_accuracy": final["accuracy"]["value"]})
+        entity = run.entity
+        run_dirs.append(Path(run.dir).parent)
+        run.finish()
+
+    run = _init(wandb, mode, project, group, "report", "sustain-report", {"inputs": report["inputs"]}, wandb_dir)
+    columns, data = final_table_rows(report)
+    logged = {f"plots/{key}": wandb.Image(str(out / name), caption=key) for key, name in report["plots"].items()}
+    logged["final_numbers"] = wandb.Table(columns=columns, data=data)
+    if report["paired_tests"]:
+        keys = list(report["paired_tests"][0])
+        logged["paired_tests"] = wandb.Table(columns=keys, data=[[t.get(k) for k in keys] for t in report["paired_tests"]])
+    run.log(logged)
+    run_dirs.append(Path(run.dir).parent)
+    run.finish()
+    if mode == "online":
+        url = build_wandb_report(report, project, entity, group)
+        if url:
+            print(f"W&B report: {url}", file=sys.stderr)
+    return run_dirs
+
+
+def report_blocks(report: dict, project: str, entity: str | None, group: str, wr) -> list:
+    """The W&B Report's blocks (wr = wandb_workspaces.reports.v2): findings, curves of the group, plots."""
+    from eval.report.markdown import findings
+
+    runset = wr.Runset(project=project, entity=entity, name=group, filters=f"Metric('Group') == '{group}'")
+    ys = ["sustain", "accuracy", *[f"sustain/task/{t}" for t in report["tasks"]], "follow_rate"]
+    panels = [wr.LinePlot(title=y, x=STEP, y=[y]) for y in ys]
+    if any("attention_gap" in m for m in report["series"].values()):
+        panels.append(wr.LinePlot(title="attention_gap", x=STEP, y=["attention_gap"]))
+    panels.append(wr.MediaBrowser(title="report plots", media_keys=[f"plots/{k}" for k in report["plots"]]))
+    return [wr.MarkdownBlock(text="\n".join(f"- {s}" for s in findings(report))),
+            wr.PanelGrid(runsets=[runset], panels=panels)]
+
+
+def build_wandb_report(report: dict, project: str, entity: str | None, group: str) -> str | None:
+    """A saved W&B Report for the group, or None (with a note) when the report API is not installed."""
+    try:
+        import wandb_workspaces.reports.v2 as wr
+    except ImportError:
+        print("W&B Report not built: pip install 'wandb[workspaces]' (the runs are logged)", file=sys.stderr)
+        return None
+    rep = wr.Report(project=project, entity=entity, title=f"SustainScore robustness: {group}",
+                    description="Built by `sustain report` from run folders.",
+                    blocks=report_blocks(report, project, entity, group, wr))
+    rep.save()
+    return rep.url
