@@ -97,11 +97,16 @@ def _report(out: Path) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
-def test_comparison_root_gives_plots_table_and_paired_test(root: Path, tmp_path: Path):
-    out = tmp_path / "report"
-    md_path = build_report([root], out)
-    md = md_path.read_text()
-    report = _report(out)
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[str, dict, Path]:
+    """One report of the comparison root, shared by the tests that only read it: (report.md, report.json, out)."""
+    tmp = tmp_path_factory.mktemp("built")
+    md = build_report([make_root(tmp / "runs")], tmp / "report")
+    return md.read_text(), _report(tmp / "report"), tmp / "report"
+
+
+def test_comparison_root_gives_plots_table_and_paired_test(built):
+    md, report, out = built
 
     assert sorted(report["final"]) == ["grpo", "sft"]
     for task in TASKS:
@@ -115,11 +120,12 @@ def test_comparison_root_gives_plots_table_and_paired_test(root: Path, tmp_path:
 
     # the final table has a row per paradigm with the SustainScore and its interval
     grpo = report["final"]["grpo"]["sustain"]
-    assert f"| grpo | 300 |" in md and f"| sft | 200 |" in md
+    assert "| base model | 0 |" in md and "| grpo | 300 |" in md and "| sft | 200 |" in md
     assert f"{grpo['value']:.3f} [{grpo['lo']:.3f}, {grpo['hi']:.3f}] n={grpo['n']}" in md
 
     # paired test grpo@300 vs sft@200 on hard:k1: only gsm8k items solved by both (sft@200 solved no hotpotqa)
-    test = next(t for t in report["paired_tests"] if {t["a"], t["b"]} == {"grpo", "sft"} and t["condition"] == "hard:k1")
+    test = next(t for t in report["paired_tests"]
+                if {t["a"], t["b"]} == {"grpo", "sft"} and t["condition"] == "hard:k1")
     pairs = [i for i in range(N_ITEMS) if solved_rule(i)]
     robust, fragile = keep_rules()["robust"], keep_rules()["fragile"]
     keep = {"grpo": robust, "sft": fragile}
@@ -134,20 +140,16 @@ def test_comparison_root_gives_plots_table_and_paired_test(root: Path, tmp_path:
     assert (out / "attention_gap.png").exists() and (out / "failures.png").exists()
 
 
-def test_pending_checkpoint_is_listed_never_plotted(root: Path, tmp_path: Path):
-    out = tmp_path / "report"
-    md = build_report([root], out).read_text()
-    report = _report(out)
+def test_pending_checkpoint_is_listed_never_plotted(built):
+    md, report, _ = built
     assert [(p["paradigm"], p["step"]) for p in report["pending"]] == [("sft", 300)]
     assert "no summary.json" in report["pending"][0]["reason"]
     assert 300 not in [p["step"] for p in report["series"]["sft"]["sustain"]]
     assert "- sft step 300: eval incomplete: no summary.json" in md
 
 
-def test_undefined_score_is_a_gap_with_its_reason(root: Path, tmp_path: Path):
-    out = tmp_path / "report"
-    md = build_report([root], out).read_text()
-    report = _report(out)
+def test_undefined_score_is_a_gap_with_its_reason(built):
+    md, report, _ = built
     points = {p["step"]: p for p in report["series"]["sft"]["sustain/task/hotpotqa"]}
     assert points[200]["value"] is None and "nothing solved at baseline" in points[200]["reason"]
     assert points[100]["value"] is not None
@@ -158,8 +160,11 @@ def test_undefined_score_is_a_gap_with_its_reason(root: Path, tmp_path: Path):
 
 def test_single_run_folder_and_one_training_dir(root: Path, tmp_path: Path):
     single = _report_of(build_report([root / "grpo/eval/checkpoint-200"], tmp_path / "one"))
-    assert list(single["final"]) == ["grpo-200"] and single["final"]["grpo-200"]["step"] == 200
+    assert list(single["final"]) == ["grpo"] and single["final"]["grpo"]["step"] == 200  # named by its training run
     assert single["paired_tests"] == []
+    loose = tmp_path / "my_eval"  # an eval run folder outside any training layout: named by its model
+    shutil.copytree(root / "grpo/eval/checkpoint-200", loose)
+    assert list(_report_of(build_report([loose], tmp_path / "loose"))["final"]) == ["grpo-200"]
 
     one_dir = _report_of(build_report([root / "sft_run"], tmp_path / "sft"))
     assert list(one_dir["final"]) == ["sft"]
@@ -215,16 +220,25 @@ def test_notes_section_is_added(root: Path, tmp_path: Path):
     assert md.rstrip().endswith("## Notes\n\nSeeds 1-3 pending.")
 
 
-def test_wandb_report_blocks_show_the_group_by_checkpoint_step(root: Path, tmp_path: Path):
+def test_wandb_report_blocks_show_the_group_by_checkpoint_step(built):
     import wandb_workspaces.reports.v2 as wr
 
     from eval.report.wandb_log import report_blocks
 
-    build_report([root], tmp_path / "r")
-    report = _report(tmp_path / "r")
+    report = built[1]
     findings, grid = report_blocks(report, "proj", "ent", "g1", wr)
     assert "grpo" in findings.text
     assert grid.runsets[0].filters == "Metric('Group') == 'g1'"
     plotted = {p.y[0]: p.x for p in grid.panels if isinstance(p, wr.LinePlot)}
     assert {"sustain", "sustain/task/gsm8k", "sustain/task/hotpotqa", "attention_gap"} <= set(plotted)
     assert set(plotted.values()) == {"checkpoint_step"}
+
+
+def test_wandb_rows_skip_undefined_values_and_carry_intervals(built):
+    from eval.report.wandb_log import _rows
+
+    rows = {r["checkpoint_step"]: r for r in _rows(built[1]["series"]["sft"])}
+    assert sorted(rows) == [0, 100, 200]  # the pending step 300 is not logged
+    assert "sustain/task/hotpotqa" not in rows[200]  # undefined: a gap, not a 0
+    assert rows[100]["sustain/task/hotpotqa"] is not None
+    assert rows[200]["sustain_lo"] <= rows[200]["sustain"] <= rows[200]["sustain_hi"]

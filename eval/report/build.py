@@ -7,7 +7,7 @@ from pathlib import Path
 from eval.errors import UserError
 from eval.records import write_json_atomic
 from eval.report import curves, markdown, plots
-from eval.report.collect import collect
+from eval.report.collect import base_checkpoint, collect
 from eval.report.stats import paired_tests
 from eval.report.wandb_log import MODES, log_report
 
@@ -17,6 +17,7 @@ def assemble(inputs: list[Path]) -> tuple[dict, dict[str, list[int]]]:
     paradigms = collect([Path(p) for p in inputs])
     task_names = curves.tasks(paradigms)
     series = curves.build_series(paradigms)
+    base = base_checkpoint(paradigms)
     pending = [{"paradigm": p.name, "step": c.step, "folder": str(c.folder), "reason": c.pending}
                for p in paradigms for c in p.checkpoints if not c.done]
     report = {
@@ -27,6 +28,7 @@ def assemble(inputs: list[Path]) -> tuple[dict, dict[str, list[int]]]:
                       for p in paradigms},
         "tasks": task_names,
         "series": series,
+        "base": None if base is None else curves.checkpoint_numbers(base, task_names),
         "final": {p.name: curves.final_numbers(p, task_names) for p in paradigms},
         "paired_tests": paired_tests(paradigms),
         "pending": pending,

@@ -58,6 +58,11 @@ class Paradigm:
         return done[-1] if done else None
 
 
+def base_checkpoint(paradigms: list[Paradigm]) -> Checkpoint | None:
+    """The base model's finished eval (<root>/base/eval/checkpoint-0), if any input has it."""
+    return next((c for p in paradigms for c in p.done if c.step == 0 and c.folder.parent.parent.name == BASE), None)
+
+
 def _step(name: str) -> int | None:
     m = CHECKPOINT_RE.match(name)
     return int(m.group(1)) if m else None
@@ -129,10 +134,14 @@ def read_output_dir(path: Path, base: Checkpoint | None, progress: tqdm | None =
 
 
 def _single_run(path: Path) -> Paradigm:
-    step = _step(path.name) or 0
+    """One eval run folder: named after its training run when it sits in <output_dir>/eval/, else its model."""
+    step = _step(path.name)
+    if step is not None and path.parent.name == "eval":
+        name, info = _paradigm_name(path.parent.parent)
+        return Paradigm(name, path.parent.parent, info, [read_checkpoint(step, path)])
     run_json = path / "run.json"
     model = json.loads(run_json.read_text()).get("identity", {}).get("model") if run_json.is_file() else None
-    return Paradigm(str(model or path.name), path, {}, [read_checkpoint(step, path)])
+    return Paradigm(str(model or path.name), path, {}, [read_checkpoint(step or 0, path)])
 
 
 def _expand(path: Path, progress: tqdm) -> list[Paradigm]:

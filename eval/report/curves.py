@@ -44,7 +44,8 @@ def _get(d: dict, path: tuple) -> dict | None:
 def point(step: int, score: dict | None, missing: str) -> dict:
     if score is None:
         return {"step": step, "value": None, "lo": None, "hi": None, "n": 0, "reason": missing}
-    p = {"step": step, "value": score.get("value"), "lo": score.get("lo"), "hi": score.get("hi"), "n": score.get("n", 0)}
+    p = {"step": step, "value": score.get("value"), "lo": score.get("lo"), "hi": score.get("hi"),
+         "n": score.get("n", 0)}
     if p["value"] is None:
         p["reason"] = score.get("reason", "undefined")
     return p
@@ -109,9 +110,11 @@ def build_series(paradigms: list[Paradigm]) -> dict[str, dict[str, list[dict]]]:
 
 def final_numbers(p: Paradigm, task_names: list[str]) -> dict | None:
     """The headline numbers of a paradigm's last finished checkpoint."""
-    c = p.final
-    if c is None:
-        return None
+    return None if p.final is None else checkpoint_numbers(p.final, task_names)
+
+
+def checkpoint_numbers(c: Checkpoint, task_names: list[str]) -> dict:
+    """The headline numbers of one finished checkpoint."""
     s = c.summary
     by_task = _get(s, ("sustain", "by_task")) or {}
     return {

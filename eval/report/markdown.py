@@ -58,15 +58,20 @@ def findings(report: dict) -> list[str]:
 
 
 def final_table(report: dict) -> list[str]:
+    """One row per paradigm at its final checkpoint, the base model first (when evaluated)."""
     tasks = report["tasks"]
-    head = ["paradigm", "final step", "accuracy", "SustainScore", *[f"Sustain {t}" for t in tasks], "follow rate"]
+    rows_in = ([("base model", report["base"])] if report.get("base") else []) + list(report["final"].items())
+    attention = any(f and f["attention_gap"]["value"] is not None for _, f in rows_in)
+    head = ["paradigm", "final step", "accuracy", "SustainScore", *[f"Sustain {t}" for t in tasks], "follow rate",
+            *(["attention gap"] if attention else [])]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, f in report["final"].items():
+    for name, f in rows_in:
         if f is None:
             rows.append(f"| {name} | none finished | " + " | ".join(["-"] * (len(head) - 2)) + " |")
             continue
         cells = [name, str(f["step"]), _cell(f["accuracy"]), _cell(f["sustain"]),
-                 *[_cell(f["sustain_by_task"].get(t)) for t in tasks], _cell(f["follow_rate"])]
+                 *[_cell(f["sustain_by_task"].get(t)) for t in tasks], _cell(f["follow_rate"]),
+                 *([_cell(f["attention_gap"])] if attention else [])]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
 
@@ -115,7 +120,8 @@ def render(report: dict, notes: str | None = None) -> str:
     lines += ([f"- {p['paradigm']} step {p['step']}: {p['reason']} (`{p['folder']}`)" for p in report["pending"]]
               or ["None: every checkpoint found has a summary."])
     lines += ["", "## Undefined scores (gaps in the curves)", ""]
-    shown = [u for u in report["undefined"] if u["metric"] in HEADLINE or u["metric"].startswith(("sustain/task/", "accuracy/task/"))]
+    shown = [u for u in report["undefined"]
+             if u["metric"] in HEADLINE or u["metric"].startswith(("sustain/task/", "accuracy/task/"))]
     lines += [f"- {u['paradigm']} step {u['step']} {u['metric']}: {u['reason']}" for u in shown] or ["None."]
     if len(report["undefined"]) > len(shown):
         lines.append(f"- and {len(report['undefined']) - len(shown)} more by family / k: see report.json")

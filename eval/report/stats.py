@@ -26,7 +26,7 @@ import numpy as np
 from scipy.stats import binomtest, bootstrap
 
 from eval.records import RecordStore
-from eval.report.collect import BASE, Paradigm
+from eval.report.collect import BASE, Paradigm, base_checkpoint
 from eval.scoring import BOOTSTRAP_RESAMPLES
 
 TEST_NAME = "exact McNemar (binomial test on discordant items)"
@@ -80,7 +80,7 @@ def mcnemar(a: dict, b: dict, seed: int = 0) -> dict:
 def _pairs(paradigms: list[Paradigm]):
     """(label, checkpoint) pairs to compare: every paradigm with every other, and each with the base model."""
     finals = {p.name: p.final for p in paradigms if p.final is not None}
-    base = next((c for p in paradigms for c in p.done if c.step == 0 and c.folder.parent.parent.name == BASE), None)
+    base = base_checkpoint(paradigms)
     entries = list(finals.items())
     if base is not None and all(c.folder != base.folder for _, c in entries):
         entries.insert(0, (BASE, base))

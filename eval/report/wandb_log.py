@@ -83,7 +83,8 @@ def log_report(report: dict, out: Path, mode: str, project: str, group: str | No
     logged["final_numbers"] = wandb.Table(columns=columns, data=data)
     if report["paired_tests"]:
         keys = list(report["paired_tests"][0])
-        logged["paired_tests"] = wandb.Table(columns=keys, data=[[t.get(k) for k in keys] for t in report["paired_tests"]])
+        rows = [[t.get(k) for k in keys] for t in report["paired_tests"]]
+        logged["paired_tests"] = wandb.Table(columns=keys, data=rows)
     run.log(logged)
     run_dirs.append(Path(run.dir).parent)
     run.finish()
