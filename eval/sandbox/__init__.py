@@ -1,0 +1,15 @@
+"""Run model-written code safely: isolated, resource-limited processes with an unforgeable verdict.
+
+    from eval.sandbox import Program, Sandbox
+    with Sandbox(workers=2, timeout_s=10) as box:
+        [result] = box.run([Program(code=prompt + completion, test=test, entry_point="add")])
+        result.passed, result.reason
+
+Layout: pool.py (evaluator side: workers, dispatch, restarts), isolation.py (bwrap > unshare >
+rlimits), worker.py (the fork-server inside the sandbox), harness.py (the program host and the
+test runner, and why the verdict cannot be forged).
+"""
+from eval.sandbox.isolation import resolve_mode
+from eval.sandbox.pool import Program, Result, Sandbox
+
+__all__ = ["Program", "Result", "Sandbox", "resolve_mode"]

@@ -1,0 +1,202 @@
+"""The sandbox's contract: verdicts, reasons, plain-data calls, parallel order, limits, fallbacks, clean-up."""
+import logging
+import os
+import socket
+import threading
+
+import psutil
+import pytest
+
+from eval.errors import UserError
+from eval.sandbox import Program, Sandbox
+from eval.sandbox import isolation
+from tests.conftest import need_command
+
+ADD_TEST = "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(-5, 5) == 0\n"
+
+
+def add(body="return a + b", **kw):
+    return Program(code=f"def add(a, b):\n    {body}\n", test=ADD_TEST, entry_point="add", **kw)
+
+
+@pytest.fixture(scope="module")
+def box():
+    need_command("bwrap", "bubblewrap")
+    with Sandbox(workers=2, timeout_s=2, memory_mb=256, max_file_mb=1, isolation="bwrap") as sandbox:
+        yield sandbox
+
+
+def reasons(results):
+    return [(r.passed, r.reason) for r in results]
+
+
+def test_verdicts_and_reasons(box):
+    results = box.run([
+        add(id="right"),
+        add("return a - b", id="wrong"),
+        add("return a +* b", id="syntax"),
+        add("raise ValueError('no')", id="raises"),
+        add("return [0] * 10**10", id="memory"),
+        add("while True: pass", id="spins"),
+        Program("import nothing_like_this\n", ADD_TEST, "add", id="import error"),
+    ])
+    assert [r.id for r in results] == ["right", "wrong", "syntax", "raises", "memory", "spins", "import error"]
+    assert reasons(results) == [
+        (True, "passed"),
+        (False, "failed: AssertionError"),
+        (False, "syntax error"),
+        (False, "failed: ValueError"),
+        (False, "memory"),
+        (False, "timeout"),
+        (False, "failed: ModuleNotFoundError"),
+    ]
+
+
+def test_values_cross_as_exact_plain_data(box):
+    test = (
+        "def check(f):\n"
+        "    assert f('tuple') == (1, 2) and type(f('tuple')) is tuple\n"
+        "    assert f('list') == [1, 2]\n"
+        "    assert f('big') == 3 ** 200\n"
+        "    assert f('nested') == {'k': {1, 2}, (1, 'a'): [b'x', 1.5, None, True, 2j, frozenset({3})]}\n"
+    )
+    good = (
+        "def f(kind):\n"
+        "    return {'tuple': (1, 2), 'list': [1, 2], 'big': 3 ** 200,\n"
+        "            'nested': {'k': {1, 2}, (1, 'a'): [b'x', 1.5, None, True, 2j, frozenset({3})]}}[kind]\n"
+    )
+    lists_for_tuples = good.replace("'tuple': (1, 2)", "'tuple': [1, 2]")
+    results = box.run([Program(good, test, "f"), Program(lists_for_tuples, test, "f")])
+    assert reasons(results) == [(True, "passed"), (False, "failed: AssertionError")]
+
+
+def test_tests_can_catch_the_programs_exceptions_and_call_helpers(box):
+    code = "def helper(x):\n    return x * 2\n\ndef f(x):\n    if x < 0:\n        raise ValueError(x)\n    return helper(x)\n"
+    test = (
+        "def check(f):\n"
+        "    try:\n        f(-1)\n        raise AssertionError('no error')\n    except ValueError:\n        pass\n"
+        "    assert f(3) == helper(3) == 6\n"
+    )
+    [with_helper, without_export] = box.run([Program(code, test, "f", exports=("helper",)), Program(code, test, "f")])
+    assert (with_helper.passed, with_helper.reason) == (True, "passed")
+    assert (without_export.passed, without_export.reason) == (False, "failed: NameError")
+
+
+def test_custom_call_statement(box):
+    program = Program("def add(a, b):\n    return a + b\n", "def verify(fn, n):\n    assert fn(n, n) == 2 * n\n",
+                      "add", call="verify(add, 21)")
+    assert box.run([program])[0].passed
+
+
+def test_output_is_captured_as_bounded_tails(box):
+    chatty = add("print('out-' * 5000); import sys; print('err-marker', file=sys.stderr); return a + b")
+    [result] = box.run([chatty])
+    assert result.passed
+    assert result.stdout.endswith("out-\n") and len(result.stdout) <= 2000
+    assert "err-marker" in result.stderr
+
+
+def test_many_programs_come_back_in_order(box):
+    programs = [Program(f"def f():\n    return {i}\n", f"def check(f):\n    assert f() == {i if i % 3 else -1}\n", "f", id=str(i))
+                for i in range(40)]
+    results = box.run(programs)
+    assert [r.id for r in results] == [str(i) for i in range(40)]
+    assert [r.passed for r in results] == [i % 3 != 0 for i in range(40)]
+
+
+def test_environment_is_scrubbed(box, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "fake-wandb-secret")
+    code = "import os\ndef env():\n    return sorted(os.environ)\n"
+    test = "def check(env):\n    print(env())\n    assert set(env()) <= {'PATH', 'LANG', 'HOME', 'PWD', 'LC_CTYPE'}, env()\n"
+    assert box.run([Program(code, test, "env")])[0].passed
+
+
+def test_user_mistakes_are_one_line_errors(box):
+    with pytest.raises(UserError, match="Program objects"):
+        box.run(["def f(): pass"])
+    with pytest.raises(UserError, match="workers"):
+        Sandbox(workers=0)
+    with pytest.raises(UserError, match="isolation"):
+        Sandbox(isolation="docker")
+
+
+def test_closed_sandbox_leaves_no_process_and_refuses_work():
+    need_command("bwrap", "bubblewrap")
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    sandbox = Sandbox(workers=2, timeout_s=2)
+    started = {p.pid for p in psutil.Process().children(recursive=True)} - before
+    assert started  # the workers exist while the sandbox is open
+    assert sandbox.run([add()])[0].passed
+    sandbox.close()
+    alive = [p for p in started if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
+    with pytest.raises(UserError, match="closed"):
+        sandbox.run([add()])
+
+
+# ---------------------------------------------------------------- fallback isolation modes
+
+
+def _loopback_server():
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(3)
+    connections = []
+    threading.Thread(target=lambda: connections.append(_accept(server)), daemon=True).start()
+    return server, connections
+
+
+def _accept(server):
+    try:
+        return server.accept()
+    except OSError:
+        return None
+
+
+def _network_probe(port):
+    code = (
+        "import socket\n"
+        f"def reach():\n    socket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'hi')\n    return True\n"
+    )
+    return Program(code, "def check(reach):\n    assert reach() is True\n", "reach")
+
+
+def test_unshare_fallback_isolates_network_and_environment(monkeypatch):
+    need_command("unshare", "util-linux")
+    if not isolation.mode_works("unshare"):
+        pytest.skip("unshare cannot create namespaces in this container")
+    monkeypatch.setenv("HF_TOKEN", "fake-hf-secret")
+    server, connections = _loopback_server()
+    with Sandbox(workers=1, timeout_s=3, isolation="unshare") as sandbox:
+        assert sandbox.mode == "unshare"
+        secret = Program("import os\ndef token():\n    return os.environ.get('HF_TOKEN')\n",
+                         "def check(token):\n    assert token() == 'fake-hf-secret'\n", "token")
+        results = sandbox.run([add(), add("return a - b"), _network_probe(server.getsockname()[1]), secret])
+    server.close()
+    assert reasons(results)[:2] == [(True, "passed"), (False, "failed: AssertionError")]
+    assert not results[2].passed and not results[3].passed
+    assert connections in ([], [None])
+
+
+def test_rlimits_fallback_limits_and_warns(caplog):
+    with caplog.at_level(logging.WARNING, logger="eval.sandbox.isolation"):
+        sandbox = Sandbox(workers=1, timeout_s=2, memory_mb=256, isolation="rlimits")
+    assert "no network or file-system isolation" in caplog.text
+    with sandbox:
+        results = sandbox.run([add(), add("return a - b"), add("return [0] * 10**10"), add("while True: pass"),
+                               Program("import os\nos._exit(0)\n", ADD_TEST, "add")])
+    assert reasons(results) == [(True, "passed"), (False, "failed: AssertionError"), (False, "memory"),
+                                (False, "timeout"), (False, "exited early")]
+
+
+def test_auto_prefers_bubblewrap():
+    need_command("bwrap", "bubblewrap")
+    assert isolation.resolve_mode("auto") == "bwrap"
+
+
+def test_auto_falls_back_with_a_warning_when_no_tool_works(monkeypatch, caplog):
+    monkeypatch.setattr(isolation, "mode_works", lambda mode: mode == "rlimits")
+    with caplog.at_level(logging.WARNING, logger="eval.sandbox.isolation"):
+        assert isolation.resolve_mode("auto") == "rlimits"
+    assert "resource limits only" in caplog.text
+    with pytest.raises(UserError, match="bwrap"):
+        isolation.resolve_mode("bwrap")
