@@ -228,3 +228,33 @@ def test_network_and_file_system_stayed_closed(hostile_run):
 def test_huge_output_reaches_the_evaluator_only_as_a_tail(hostile_run):
     result = hostile_run["results"]["huge output"]
     assert 0 < len(result.stdout) <= 2000 and len(result.stderr) <= 2000
+
+
+# What each fallback mode cannot contain (and says so): unshare shares the host's file system;
+# rlimits-only also shares the network and the view of other processes of the same user.
+FILE_SYSTEM = {"write outside its folder", "write into the project folder", "read /etc/shadow", "read the project folder"}
+NOT_CONTAINED = {
+    "unshare": FILE_SYSTEM,
+    "rlimits": FILE_SYSTEM | {"connect to a loopback server", "connect to an outside address", "search every process's environment"},
+}
+
+
+@pytest.mark.parametrize("mode", ["unshare", "rlimits"])
+def test_fallback_modes_give_no_false_pass(mode, loopback, tmp_path):
+    if mode == "unshare":
+        need_command("unshare", "util-linux")
+    from eval.sandbox import isolation
+
+    if not isolation.mode_works(mode):
+        pytest.skip(f"{mode} cannot start a process in this container")
+    cases = {name: case for name, case in hostile_cases(loopback[0], tmp_path).items() if name not in NOT_CONTAINED[mode]}
+    programs = [Program(code, test, entry, id=name) for name, (code, test, entry, _) in cases.items()]
+    honest = [Program(code, test, entry, id=f"honest-{i}") for i, (code, test, entry, _) in enumerate(HONEST)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_API_KEY", SECRET)
+        with Sandbox(workers=2, timeout_s=2, memory_mb=256, max_procs=8, max_file_mb=1, tmp_mb=16, isolation=mode) as box:
+            results = box.run(programs + honest)
+            leftovers = _processes_under_fork_servers()
+    assert [r.id for r in results[: len(programs)] if r.passed] == []
+    assert [r.passed for r in results[len(programs):]] == [passed for *_, passed in HONEST]
+    assert leftovers == []

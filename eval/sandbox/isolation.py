@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import random
 import shutil
 import stat
 import subprocess
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("bwrap", "unshare", "rlimits")
 CLEAN_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp"}
-FIRST_UID = 61000  # worker i runs as FIRST_UID + i when the evaluator is root
+FIRST_UID, LAST_UID = 61000, 125000  # a root evaluator runs each worker as a fresh uid from this range
 DROP_CAPS = ["--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
 
 
@@ -148,13 +149,28 @@ def world_runnable(path: str) -> bool:
         return False
 
 
-def count_processes_of(uid: int) -> int:
-    """Processes owned by `uid` now (RLIMIT_NPROC counts them all, not only the sandbox's)."""
-    count = 0
+def pick_worker_uid(taken: set[int]) -> int:
+    """A uid no process uses now, so each worker's RLIMIT_NPROC budget and kill(-1) reach are its own."""
+    busy = set(process_uids().values()) | taken | {65534, 65535}
+    pick = random.SystemRandom()
+    while True:
+        uid = pick.randrange(FIRST_UID, LAST_UID)
+        if uid not in busy:
+            return uid
+
+
+def process_uids() -> dict[int, int]:
+    """pid -> real uid of every process (from /proc/<pid>/status: the folder's owner reads as root
+    for non-dumpable processes, which every sandbox process is)."""
+    found = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                count += os.stat(f"/proc/{entry}").st_uid == uid
-            except OSError:
+                with open(f"/proc/{entry}/status", "rb") as fh:
+                    for line in fh:
+                        if line.startswith(b"Uid:"):
+                            found[int(entry)] = int(line.split()[1])
+                            break
+            except (OSError, ValueError, IndexError):
                 pass
-    return count
+    return found

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import weakref
 from collections import deque
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from eval.errors import UserError
 from eval.sandbox import harness, worker
-from eval.sandbox.isolation import CLEAN_ENV, FIRST_UID, count_processes_of, resolve_mode, sandbox_python, wrap
+from eval.sandbox.isolation import CLEAN_ENV, pick_worker_uid, process_uids, resolve_mode, sandbox_python, wrap
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class Sandbox:
         os.chmod(self._folder, 0o711)  # the workers' uids may enter their own scratch folders, not list them
         self._sources = [Path(harness.__file__).read_text(), Path(worker.__file__).read_text()]
         self._workers: list[_Worker] = [_Worker(i) for i in range(int(workers))]
+        self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._folder)
         try:
             for w in self._workers:
@@ -143,11 +145,12 @@ class Sandbox:
             raise UserError("this Sandbox is closed", "create a new Sandbox (or run inside its `with` block)")
         results: list[Result | None] = [None] * len(programs)
         queue = deque(range(len(programs)))
-        while queue or any(w.job is not None for w in self._workers):
-            for w in self._workers:
-                if w.job is None and queue:
-                    self._send(w, queue.popleft(), programs)
-            self._collect(programs, results)
+        with self._lock:  # one run at a time: the workers' pipes are not shared between threads
+            while queue or any(w.job is not None for w in self._workers):
+                for w in self._workers:
+                    if w.job is None and queue:
+                        self._send(w, queue.popleft(), programs)
+                self._collect(programs, results)
         return results  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -163,7 +166,7 @@ class Sandbox:
     # ------------------------------------------------------------ workers
 
     def _launch(self, w: "_Worker") -> None:
-        uid = FIRST_UID + w.index if self._root else None
+        uid = pick_worker_uid({o.uid for o in self._workers if o.uid is not None}) if self._root else None
         if self.mode == "bwrap":
             scratch = "/tmp"
         else:
@@ -175,7 +178,8 @@ class Sandbox:
         if uid is not None:
             nproc = PROCESSES_PER_WORKER + self._max_procs
         else:  # the limit counts every process of our uid, inside the sandbox or not
-            nproc = count_processes_of(os.getuid()) + 2 * PROCESSES_PER_WORKER * len(self._workers) + self._max_procs
+            mine = sum(uid == os.getuid() for uid in process_uids().values())
+            nproc = mine + 2 * PROCESSES_PER_WORKER * len(self._workers) + self._max_procs
         config = {"scratch": scratch, "timeout_s": self.timeout_s, "tail_bytes": self._tail_bytes,
                   "limits": {**self._limits, "nproc": nproc}}
         command = wrap(self.mode, [self._python, "-I", "-S", "-B", "-c", BOOTSTRAP, *self._sources, json.dumps(config)],
@@ -315,18 +319,16 @@ class _Worker:
 
 
 def _kill_uid(uid: int) -> None:
-    """SIGKILL every process owned by a uid that only this sandbox's worker uses."""
+    """SIGKILL every process of a uid that only this worker used (programs that escaped its session)."""
     for _ in range(50):
-        found = False
-        for entry in os.listdir("/proc"):
-            try:
-                if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid == uid:
-                    found = True
-                    os.kill(int(entry), signal.SIGKILL)
-            except OSError:
-                pass
+        found = [pid for pid, owner in process_uids().items() if owner == uid]
         if not found:
             return
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         time.sleep(0.01)
 
 
