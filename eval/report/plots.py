@@ -120,7 +120,8 @@ def failures_plot(series: dict, path: Path) -> Path:
             bottom = [b + (0 if math.isnan(s) else s) for b, s in zip(bottom, share)]
         meta = [_nan(p["value"]) for p in metrics.get("failures/meta_commentary", [])]
         ax.plot(x, meta, color="k", linestyle="--", marker="d", markersize=4, label="meta-commentary (flag)")
-        ax.set_xticks(x, [str(s) for s in steps], rotation=45 if len(steps) > 6 else 0)
+        stride = math.ceil(len(steps) / 8) or 1  # at most ~8 step labels per panel
+        ax.set_xticks(x[::stride], [str(s) for s in steps[::stride]])
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("training step")
         ax.grid(axis="y", alpha=0.3)
