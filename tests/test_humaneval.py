@@ -146,4 +146,6 @@ def test_extraction_reports_kind():
     assert extract_code("```python\ndef f(x):\n    return 2 * x\n```", prompt, "f").kind == "function"
     assert extract_code("    return 2 * x", prompt, "f").kind == "body"
     assert extract_code("", prompt, "f") is None
+    assert extract_code("Sorry, I cannot do that.", prompt, "f") is None  # prose is no code...
+    assert extract_code("def f(x):\n    return 2 *", prompt, "f").kind == "function"  # ...broken code is code
     assert re.search(r"return 2 \* x", extract_code("<think>x</think>return 2 * x", prompt, "f").code)

@@ -1,6 +1,5 @@
 """The sandbox's contract: verdicts, reasons, plain-data calls, parallel order, limits, fallbacks, clean-up."""
 import logging
-import os
 import socket
 import threading
 

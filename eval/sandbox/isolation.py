@@ -5,8 +5,9 @@ bwrap:   new pid, net, ipc and uts namespaces; the root is an empty tmpfs with /
          no /etc, /home, /root or project folder; dies with its parent.
 unshare: new pid, net, ipc and uts namespaces; the file system is the host's (read access, and
          write access wherever the sandbox user may write).
-rlimits: resource limits, a scrubbed environment and a separate session only: no network
-         isolation. Used only when neither tool works, and logged as a warning.
+rlimits: resource limits, a scrubbed environment and a separate session only: no network or
+         file-system isolation, and a non-root evaluator's own processes are visible to (and can
+         be signalled by) the programs. Used only when neither tool works, logged as a warning.
 
 In every mode the environment is rebuilt from nothing, and when the evaluator runs as root the
 worker drops to an unprivileged uid of its own (RLIMIT_NPROC does not bind root, and root could
@@ -65,14 +66,14 @@ def mode_works(mode: str) -> bool:
     if mode == "rlimits":
         return True
     python = shutil.which("true") or "/bin/true"
-    command = wrap(mode, [python], uid=FIRST_UID if os.geteuid() == 0 else None, scratch="/", tmp_bytes=1 << 20)
+    command = wrap(mode, [python], uid=FIRST_UID if os.geteuid() == 0 else None, tmp_bytes=1 << 20)
     try:
         return subprocess.run(command, env=CLEAN_ENV, capture_output=True, timeout=30, cwd="/").returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
 
-def wrap(mode: str, command: list[str], *, uid: int | None, scratch: str, tmp_bytes: int) -> list[str]:
+def wrap(mode: str, command: list[str], *, uid: int | None, tmp_bytes: int) -> list[str]:
     """`command` (an interpreter and its arguments) wrapped in this mode's isolation."""
     drop = ["setpriv", "--reuid", str(uid), "--regid", str(uid), *DROP_CAPS, "--"] if uid is not None else []
     if mode == "bwrap":

@@ -38,7 +38,7 @@ BOOTSTRAP = (
     "sys.modules['sandbox_worker'].main(json.loads(sys.argv[3]))\n"
 )
 START_TIMEOUT_S = 30.0
-GRACE_S = 10.0  # on top of timeout_s: the worker's own clean-up before the evaluator gives up on it
+GRACE_S = 3.0  # on top of timeout_s: the worker's own clean-up (milliseconds) before the evaluator gives up on it
 PROCESSES_PER_WORKER = 3  # fork-server, runner, program: RLIMIT_NPROC counts them too
 
 
@@ -178,12 +178,12 @@ class Sandbox:
         if uid is not None:
             nproc = PROCESSES_PER_WORKER + self._max_procs
         else:  # the limit counts every process of our uid, inside the sandbox or not
-            mine = sum(uid == os.getuid() for uid in process_uids().values())
+            mine = sum(owner == os.getuid() for owner in process_uids().values())
             nproc = mine + 2 * PROCESSES_PER_WORKER * len(self._workers) + self._max_procs
         config = {"scratch": scratch, "timeout_s": self.timeout_s, "tail_bytes": self._tail_bytes,
                   "limits": {**self._limits, "nproc": nproc}}
         command = wrap(self.mode, [self._python, "-I", "-S", "-B", "-c", BOOTSTRAP, *self._sources, json.dumps(config)],
-                       uid=uid, scratch=scratch, tmp_bytes=self._tmp_bytes)
+                       uid=uid, tmp_bytes=self._tmp_bytes)
         w.start(command, Path(self._folder) / f"worker{w.index}.log", uid)
 
     def _send(self, w: "_Worker", index: int, programs: list[Program]) -> None:
