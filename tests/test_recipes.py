@@ -1,0 +1,132 @@
+"""Every recipe parses into TRL's dataclasses; mistakes are one-line errors; launcher configs are valid."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from eval.errors import UserError
+from train.config import parse_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if p.parent.name != "accelerate")
+
+
+def kind_of(recipe: Path) -> str:
+    return "sft" if recipe.stem.startswith("sft") else "grpo"
+
+
+def test_there_are_recipes_for_every_paradigm():
+    names = {p.relative_to(ROOT / "recipes").as_posix() for p in RECIPES}
+    assert {"demo/sft.yaml", "demo/grpo.yaml", "demo/grpo_constraints.yaml", "qwen2.5-1.5b/sft_longcot.yaml",
+            "qwen2.5-1.5b/grpo_gsm8k.yaml", "qwen2.5-1.5b/grpo_constraints.yaml"} <= names
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.relative_to(ROOT / "recipes").as_posix())
+def test_recipe_parses(recipe, tmp_path):
+    script, trainer, model = parse_recipe(kind_of(recipe), ["--config", str(recipe), "--output_dir", str(tmp_path)])
+    assert model.model_name_or_path
+    assert script.recipe == str(recipe.resolve())
+    assert trainer.save_strategy == "steps" and trainer.save_steps > 0
+    if kind_of(recipe) == "grpo":
+        from train.rewards import get_rewards
+
+        get_rewards(script.reward_funcs)  # every named reward exists
+        # TRL's own divisibility rule for one process
+        assert (trainer.per_device_train_batch_size * trainer.steps_per_generation) % trainer.num_generations == 0
+
+
+def write(tmp_path, text: str) -> str:
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_cli_flags_override_the_yaml(tmp_path):
+    recipe = write(tmp_path, "model_name_or_path: m\noutput_dir: o\nlearning_rate: 1.0e-3\neval_limit: 5\n")
+    script, trainer, _ = parse_recipe("sft", ["--config", recipe, "--learning_rate", "0.5", "--eval_limit", "7"])
+    assert trainer.learning_rate == 0.5 and script.eval_limit == 7
+
+
+@pytest.mark.parametrize("kind, text, key, hint", [
+    ("sft", "model_name_or_path: m\nlearning_rat: 1.0\n", "learning_rat", "learning_rate"),
+    ("sft", "model_name_or_path: m\nreward_funcs: [accuracy]\n", "reward_funcs", None),  # a GRPO-only key
+    ("grpo", "model_name_or_path: m\neval_mod: inline\n", "eval_mod", "eval_mode"),
+])
+def test_unknown_yaml_key_names_it_and_the_valid_ones(tmp_path, kind, text, key, hint):
+    with pytest.raises(UserError) as err:
+        parse_recipe(kind, ["--config", write(tmp_path, text)])
+    message = str(err.value)
+    assert "\n" not in message and repr(key) in message and f"python -m train.{kind} --help" in message
+    if hint:
+        assert f"did you mean {hint}" in message
+
+
+def test_unknown_or_abbreviated_flag_is_an_error(tmp_path):
+    recipe = write(tmp_path, "model_name_or_path: m\n")
+    for flag in ("--eval_mod", "--no_such_flag"):  # argparse would take a prefix of eval_mode silently
+        with pytest.raises(UserError, match=flag.lstrip("-")):
+            parse_recipe("grpo", ["--config", recipe, flag, "inline"])
+
+
+def test_bad_values_are_one_line_errors(tmp_path):
+    with pytest.raises(UserError, match="eval_mode"):
+        parse_recipe("sft", ["--config", write(tmp_path, "model_name_or_path: m\neval_mode: later\n")])
+    with pytest.raises(UserError, match="no model"):
+        parse_recipe("sft", ["--config", write(tmp_path, "output_dir: o\n")])
+    with pytest.raises(UserError, match="recipe not found"):
+        parse_recipe("sft", ["--config", str(tmp_path / "missing.yaml")])
+
+
+def test_entry_point_prints_one_line_and_no_traceback(tmp_path):
+    recipe = write(tmp_path, "model_name_or_path: m\nlearning_rat: 1\n")
+    proc = subprocess.run([sys.executable, "-m", "train.sft", "--config", recipe], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "learning_rat" in errors[0]
+
+
+def test_local_model_paths_become_absolute(tmp_path, monkeypatch):
+    # a PEFT adapter stores the base path as given: relative paths would break from another folder
+    (tmp_path / "base").mkdir()
+    monkeypatch.chdir(tmp_path)
+    _, _, model = parse_recipe("sft", ["--model_name_or_path", "base", "--output_dir", "o"])
+    assert model.model_name_or_path == str(tmp_path / "base")
+
+
+@pytest.mark.parametrize("name", ["ddp", "zero2", "zero3"])
+def test_accelerate_configs_load(name):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    cfg = ClusterConfig.from_yaml_file(ROOT / "recipes" / "accelerate" / f"{name}.yaml")
+    if name == "ddp":
+        assert cfg.distributed_type == "MULTI_GPU"
+    else:
+        ds_file = ROOT / cfg.deepspeed_config["deepspeed_config_file"]
+        assert cfg.distributed_type == "DEEPSPEED" and ds_file.is_file()
+        assert json.loads(ds_file.read_text())["zero_optimization"]["stage"] == int(name[-1])
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+@pytest.mark.parametrize("grad_accum", [1, 4])
+def test_deepspeed_configs_pass_deepspeeds_parser(stage, grad_accum):
+    """The "auto" values are filled the way the Trainer fills them, then DeepSpeed's own parser checks the result."""
+    from deepspeed.runtime.config import DeepSpeedConfig
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+    from trl import SFTConfig
+
+    args = SFTConfig(output_dir="o", use_cpu=True, bf16=True, per_device_train_batch_size=4,
+                     gradient_accumulation_steps=grad_accum, activation_checkpointing=False)
+    hf = HfTrainerDeepSpeedConfig(str(ROOT / "recipes" / "deepspeed" / f"zero{stage}.json"))
+    hf.trainer_config_process(args)
+    hf.trainer_config_finalize(args, SimpleNamespace(config=SimpleNamespace(hidden_size=1536)), num_training_steps=100)
+    assert "auto" not in json.dumps(hf.config)
+    ds = DeepSpeedConfig(hf.config)
+    assert ds.zero_optimization_stage == stage and ds.bfloat16_config.enabled
+    assert ds.train_batch_size == 4 * grad_accum * ds.world_size

@@ -1,0 +1,289 @@
+"""Evaluate every saved checkpoint with the SustainScore pipeline and put the results in W&B.
+
+eval_mode (recipe):
+  inline  rank 0 runs eval.pipeline.run_eval on the checkpoint inside the training process while the
+          other ranks wait at a barrier; results land in <output_dir>/eval/checkpoint-N/.
+  sbatch  rank 0 submits `sbatch --parsable slurm/eval.slurm <checkpoint> <eval dir> <recipe>` and
+          goes on training; the job id is kept in <eval dir>/job.json.
+  none    nothing.
+A checkpoint whose eval dir already holds summary.json (or job.json, for sbatch) is not evaluated
+again, so a resumed run only evaluates new checkpoints.
+
+Where the numbers go in W&B, and why: into the TRAINING run itself, never into a sibling run.
+The robustness curve belongs next to the loss and reward curves it explains, in the run people
+already open, and a run group of one training run plus N eval runs makes every comparison a
+cross-run query. Two things make this safe:
+  * Steps. W&B's own step only moves forward, and an sbatch eval finishes while training has
+    moved on. So sustain metrics carry their checkpoint step as a metric, `train/checkpoint_step`,
+    declared as their x-axis with define_metric("sustain/*", step_metric="train/checkpoint_step"),
+    and are logged without an explicit step; a result that arrives late still plots at its
+    checkpoint.
+  * One writer at a time. W&B has no safe concurrent writers to one run (offline runs cannot even
+    be merged), so eval jobs never touch W&B. While training runs, the trainer's rank 0 is the
+    only writer: it logs inline results at once and picks up finished sbatch summaries (a stat per
+    pending checkpoint) on every log and save. After training, `python -m train.callbacks sync
+    OUTPUT_DIR` resumes the same run by id (kept in <output_dir>/eval/wandb_run.json) and logs what
+    finished later; a restarted training run resumes it by id too (see resume_wandb_run).
+Each eval dir records which W&B run ids already hold its numbers (wandb_logged.json), so nothing is
+logged twice to one run and a brand-new run (resume by id turned off) still gets the full curve.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from eval.errors import UserError
+from eval.records import write_json_atomic
+
+from train.config import EvalArguments, key_values
+
+SUMMARY = "summary.json"
+JOB = "job.json"
+LOGGED = "wandb_logged.json"
+RUN_FILE = "wandb_run.json"
+MAX_TABLE_OUTPUT = 2000  # characters of each failure example kept in the W&B table
+
+
+def eval_root(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "eval"
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.name.rsplit("-", 1)[1])
+
+
+class SustainEvalCallback(TrainerCallback):
+    """on_save: evaluate (inline) or submit (sbatch) the new checkpoint; log finished evals to W&B."""
+
+    def __init__(self, eval_args: EvalArguments, recipe: str | None = None):
+        self.cfg = eval_args
+        self.recipe = recipe
+        self._warned_no_sbatch = False
+
+    # -- Trainer events
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.cfg.eval_mode != "none":
+            run = _wandb_run()
+            if run is not None:
+                _define_metrics(run)
+                write_json_atomic(eval_root(args.output_dir) / RUN_FILE,
+                                  {"id": run.id, "project": run.project, "entity": run.entity})
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.cfg.eval_mode == "none":
+            return
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        out = eval_root(args.output_dir) / checkpoint.name
+        if state.is_world_process_zero:
+            if self.cfg.eval_mode == "inline":
+                self.evaluate(checkpoint, out)
+            else:
+                self.submit(checkpoint, out)
+            log_finished(args.output_dir)
+        if self.cfg.eval_mode == "inline" and args.world_size > 1:
+            from accelerate import PartialState
+
+            PartialState().wait_for_everyone()  # the other ranks wait for rank 0's eval
+
+    def on_log(self, args, state, control, **kwargs):
+        if self.cfg.eval_mode == "sbatch" and state.is_world_process_zero:
+            log_finished(args.output_dir)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.cfg.eval_mode == "none" or not state.is_world_process_zero:
+            return
+        log_finished(args.output_dir)
+        pending = [d.name for d in eval_root(args.output_dir).glob("checkpoint-*") if not (d / SUMMARY).exists()]
+        if pending and self.cfg.eval_mode == "sbatch":
+            print(f"{len(pending)} checkpoint eval(s) still running ({', '.join(sorted(pending))}); when they finish, "
+                  f"`python -m train.callbacks sync {args.output_dir}` logs them to this W&B run", file=sys.stderr)
+
+    # -- the two modes
+
+    def eval_config(self, checkpoint: Path, out: Path):
+        from eval.pipeline import EvalConfig
+
+        c = self.cfg
+        return EvalConfig(model=str(checkpoint), tasks=list(c.eval_tasks), out=str(out), backend=c.eval_backend,
+                          limit=c.eval_limit, k_max=c.eval_k_max, families=list(c.eval_families), seed=c.eval_seed,
+                          max_new_tokens=c.eval_max_new_tokens, batch_size=c.eval_batch_size,
+                          attention=c.eval_attention, data={k: str(v) for k, v in key_values(c.eval_data).items()})
+
+    def evaluate(self, checkpoint: Path, out: Path) -> dict | None:
+        if (out / SUMMARY).exists():
+            return None  # evaluated before a restart
+        from eval.pipeline import run_eval
+
+        return run_eval(self.eval_config(checkpoint, out))
+
+    def submit(self, checkpoint: Path, out: Path) -> str | None:
+        """Submit the checkpoint's eval job; a missing sbatch or a refused job is a warning, not a crash."""
+        if (out / SUMMARY).exists() or (out / JOB).exists():
+            return None
+        sbatch = shutil.which("sbatch")
+        if sbatch is None:
+            if not self._warned_no_sbatch:
+                print("warning: sbatch not found, checkpoint evals are not submitted "
+                      "(fix: run on a Slurm login node or set eval_mode: inline)", file=sys.stderr)
+                self._warned_no_sbatch = True
+            return None
+        recipe = self.recipe or str(self._write_eval_recipe(out, checkpoint))
+        cmd = [sbatch, "--parsable", *self.cfg.eval_sbatch_args, self.cfg.eval_slurm_script,
+               str(checkpoint.resolve()), str(out.resolve()), recipe]
+        try:  # sbatch only queues the job: it returns at once, so training is not held up
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            print(f"warning: sbatch failed for {checkpoint.name}: {exc}", file=sys.stderr)
+            return None
+        if proc.returncode != 0:
+            reason = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+            print(f"warning: sbatch refused the eval of {checkpoint.name}: {reason}", file=sys.stderr)
+            return None
+        job_id = proc.stdout.strip().split(";")[0]  # --parsable prints "id" or "id;cluster"
+        write_json_atomic(out / JOB, {"job_id": job_id, "checkpoint": str(checkpoint), "command": cmd,
+                                      "submitted_at": time.time()})
+        return job_id
+
+    def _write_eval_recipe(self, out: Path, checkpoint: Path) -> Path:
+        """Without a recipe file (all flags), hand the eval job the effective eval settings as YAML."""
+        import dataclasses
+
+        import yaml
+
+        path = out / "eval_recipe.yaml"
+        out.mkdir(parents=True, exist_ok=True)
+        fields = {f.name: getattr(self.cfg, f.name) for f in dataclasses.fields(EvalArguments)}
+        path.write_text(yaml.safe_dump({"model_name_or_path": str(checkpoint), **fields}), encoding="utf-8")
+        return path
+
+
+# ---------------------------------------------------------------- W&B
+
+
+def _wandb_run():
+    if "wandb" not in sys.modules:  # only when the trainer's W&B integration (or the user) started it
+        return None
+    import wandb
+
+    return wandb.run
+
+
+def _define_metrics(run) -> None:
+    run.define_metric("train/checkpoint_step")
+    run.define_metric("sustain/*", step_metric="train/checkpoint_step")
+
+
+def _stat(metrics: dict, key: str, stat, with_interval: bool = False) -> None:
+    """Add a {value, lo, hi, n} statistic; an undefined value (None, with a reason) is left out."""
+    if isinstance(stat, dict) and "value" not in stat and "overall" in stat:
+        stat = stat["overall"]
+    if not isinstance(stat, dict) or stat.get("value") is None:
+        return
+    metrics[key] = stat["value"]
+    if with_interval:
+        for part in ("lo", "hi", "n"):
+            if stat.get(part) is not None:
+                metrics[f"{key}_{part}"] = stat[part]
+
+
+def wandb_metrics(summary: dict, step: int) -> dict:
+    """Flat W&B metrics of one checkpoint's summary.json, keyed to its checkpoint step."""
+    # train/global_step too: the trainer's W&B integration plots "*" against it, so either axis
+    # puts the point at its checkpoint.
+    m: dict = {"train/checkpoint_step": step, "train/global_step": step}
+    sustain = summary.get("sustain") or {}
+    _stat(m, "sustain/score", sustain.get("overall"), with_interval=True)
+    for group, prefix in (("by_task", "task"), ("by_category", "category"), ("by_family", "family"), ("by_k", "k")):
+        for name, stat in (sustain.get(group) or {}).items():
+            _stat(m, f"sustain/score/{prefix}/{name}", stat)
+    _stat(m, "sustain/accuracy", summary.get("accuracy"), with_interval=True)
+    for name, stat in (summary.get("accuracy_by_task") or {}).items():
+        _stat(m, f"sustain/accuracy/task/{name}", stat)
+    _stat(m, "sustain/follow_rate", summary.get("follow_rate"))
+    _stat(m, "sustain/joint_rate", summary.get("joint_rate"))
+    _stat(m, "sustain/attention_gap", (summary.get("attention") or {}).get("gap"))
+    for failure_class, count in (summary.get("failures") or {}).items():
+        m[f"sustain/failures/{failure_class}"] = count
+    return m
+
+
+def failure_table(summary: dict):
+    import wandb
+
+    columns = ["task", "item_id", "class", "constraint", "output"]
+    rows = [[str(ex.get(c, ""))[:MAX_TABLE_OUTPUT] for c in columns] for ex in summary.get("failure_examples") or []]
+    return wandb.Table(columns=columns, data=rows)
+
+
+def log_summary(run, summary: dict, step: int) -> None:
+    metrics = wandb_metrics(summary, step)
+    if summary.get("failure_examples"):
+        metrics["sustain/failure_examples"] = failure_table(summary)
+    run.log(metrics)
+
+
+def log_finished(output_dir: str | Path, run=None) -> list[int]:
+    """Log every finished checkpoint eval that `run` (default: the active run) does not hold yet; their steps."""
+    run = run or _wandb_run()
+    if run is None:
+        return []
+    _define_metrics(run)
+    logged_steps = []
+    for out in sorted(eval_root(output_dir).glob("checkpoint-*"), key=checkpoint_step):
+        summary_path, marker = out / SUMMARY, out / LOGGED
+        if not summary_path.exists():
+            continue
+        runs = json.loads(marker.read_text())["runs"] if marker.exists() else []
+        if run.id in runs:
+            continue
+        log_summary(run, json.loads(summary_path.read_text()), checkpoint_step(out))
+        write_json_atomic(marker, {"runs": [*runs, run.id]})
+        logged_steps.append(checkpoint_step(out))
+    return logged_steps
+
+
+def resume_wandb_run(output_dir: str | Path) -> None:
+    """On a restart, continue the W&B run this output_dir logged to before (unless the user chose one)."""
+    run_file = eval_root(output_dir) / RUN_FILE
+    if run_file.exists() and "WANDB_RUN_ID" not in os.environ:
+        os.environ["WANDB_RUN_ID"] = json.loads(run_file.read_text())["id"]
+        os.environ.setdefault("WANDB_RESUME", "allow")
+
+
+def sync(output_dir: str | Path) -> list[int]:
+    """After training: resume the training run by id and log the evals that finished since."""
+    run_file = eval_root(output_dir) / RUN_FILE
+    if not run_file.exists():
+        raise UserError(f"no W&B run recorded in {run_file}", "train with report_to: wandb and an eval_mode first")
+    import wandb
+
+    info = json.loads(run_file.read_text())
+    run = wandb.init(id=info["id"], project=info.get("project"), entity=info.get("entity"), resume="allow")
+    try:
+        return log_finished(output_dir, run)
+    finally:
+        run.finish()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m train.callbacks", description="log finished checkpoint evals to W&B")
+    parser.add_argument("command", choices=["sync"])
+    parser.add_argument("output_dir")
+    args = parser.parse_args(argv)
+    steps = sync(args.output_dir)
+    print(f"logged {len(steps)} checkpoint eval(s): steps {steps}")
+
+
+if __name__ == "__main__":
+    from train.config import run_main
+
+    run_main(main)

@@ -1,0 +1,232 @@
+"""One flat YAML per run -> (script arguments, SFTConfig | GRPOConfig, ModelConfig), TRL style.
+
+Built on trl.TrlParser: the YAML sets the defaults, CLI flags override them. TrlParser itself turns
+an unknown YAML key into a ValueError listing `--key value` strings, and an unknown CLI flag into
+a traceback from HfArgumentParser; here both are one-line UserErrors naming the key, the closest
+valid keys, and where the full list is (`--help`).
+
+On a machine without CUDA the recipe is run on the CPU with bf16 and gradient checkpointing off
+(see NOTES-stack.md); a one-line warning says which recipe values were changed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from eval.errors import UserError
+
+EVAL_MODES = ("none", "inline", "sbatch")
+# gradient_checkpointing is transformers' deprecated alias of activation_checkpointing: set both.
+CPU_OVERRIDES = {
+    "use_cpu": True,
+    "bf16": False,
+    "fp16": False,
+    "activation_checkpointing": False,
+    "gradient_checkpointing": False,
+}
+
+
+@dataclass
+class DataArguments:
+    """What to train on. `dataset` is a task name (arith, gsm8k), a hub name or a local JSONL file."""
+
+    dataset: str = field(
+        default="arith",
+        metadata={"help": "arith | gsm8k | open-r1/OpenR1-Math-220k | simplescaling/s1K-1.1 | path/to/file.jsonl"},
+    )
+    dataset_path: str | None = field(
+        default=None, metadata={"help": "local file or folder for a task or hub-named set (offline machines)"}
+    )
+    dataset_split: str = "train"
+    dataset_limit: int | None = field(default=None, metadata={"help": "keep the first N rows"})
+    dataset_size: int = field(default=2000, metadata={"help": "rows to generate for synthetic tasks (arith)"})
+    dataset_seed: int = 0
+    instruction_rate: float = field(
+        default=0.0, metadata={"help": "arith: fraction of prompts carrying a self-evident instruction"}
+    )
+    task_options: list[str] = field(
+        default_factory=list, metadata={"help": "task constructor options as key=value, e.g. digits=2 ops=+"}
+    )
+    think_format: bool = field(
+        default=False, metadata={"help": "reasoning-model format: <think>trace</think> then the final answer"}
+    )
+    system_prompt: str | None = None
+
+
+@dataclass
+class EvalArguments:
+    """The per-checkpoint SustainScore eval (train/callbacks.py)."""
+
+    eval_mode: str = field(default="none", metadata={"help": "none | inline | sbatch"})
+    eval_tasks: list[str] = field(default_factory=lambda: ["arith"])
+    eval_limit: int | None = field(default=50, metadata={"help": "items per task (the eval's item budget)"})
+    eval_k_max: int = 1
+    eval_families: list[str] = field(default_factory=lambda: ["hard"])
+    eval_max_new_tokens: int = 256
+    eval_batch_size: int = 16
+    eval_attention: bool = False
+    eval_seed: int = 0
+    eval_backend: str = "hf"
+    eval_data: list[str] = field(default_factory=list, metadata={"help": "task=path entries for local eval data"})
+    eval_slurm_script: str = "slurm/eval.slurm"
+    eval_sbatch_args: list[str] = field(default_factory=list, metadata={"help": "extra sbatch flags"})
+
+
+@dataclass
+class SFTScriptArguments(DataArguments, EvalArguments):
+    pass
+
+
+@dataclass
+class GRPOScriptArguments(DataArguments, EvalArguments):
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["accuracy"], metadata={"help": "names from train.rewards.REWARDS"}
+    )
+    # The constraint-augmented paradigm (train/constraint_prompts.py).
+    constraint_prompts: bool = field(
+        default=False, metadata={"help": "append self-evident constraints mined from the base policy's outputs"}
+    )
+    constraint_pool: int = field(default=64, metadata={"help": "items the base policy answers to mine constraints"})
+    constraint_k: int = 1
+    constraint_seed: int = 0
+    constraint_max_new_tokens: int = 256
+
+
+def _trainer_config(kind: str):
+    from trl import GRPOConfig, SFTConfig
+
+    return {"sft": SFTConfig, "grpo": GRPOConfig}[kind]
+
+
+def script_arguments(kind: str):
+    return {"sft": SFTScriptArguments, "grpo": GRPOScriptArguments}[kind]
+
+
+def _load_recipe(path: str) -> dict:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"recipe not found: {path}", "pass --config path/to/recipe.yaml")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}", "fix the syntax of that file") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a flat mapping of key: value", "write one key: value per line")
+    return data
+
+
+def _unknown_key_error(key: str, valid: Sequence[str], where: str, kind: str) -> UserError:
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return UserError(
+        f"unknown key {key!r} in {where}",
+        f"{hint}valid keys are the fields of the {kind} script arguments, ModelConfig and "
+        f"{_trainer_config(kind).__name__}, listed by `python -m train.{kind} --help`",
+    )
+
+
+def _valid_keys(dataclass_types) -> list[str]:
+    return sorted({f.name for cls in dataclass_types for f in dataclasses.fields(cls)})
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def parse_recipe(kind: str, argv: Sequence[str] | None = None):
+    """(script_args, training_args, model_args) for kind "sft" | "grpo" from `--config X.yaml` + flags.
+
+    script_args.recipe holds the absolute recipe path (None without --config), for the eval job.
+    """
+    from trl import ModelConfig, TrlParser
+
+    types_ = (script_arguments(kind), _trainer_config(kind), ModelConfig)
+    # allow_abbrev=False: a misspelt flag is an error, not silently taken as the key it prefixes
+    parser = TrlParser(types_, prog=f"python -m train.{kind}", allow_abbrev=False)
+    args = list(sys.argv[1:] if argv is None else argv)
+    valid = _valid_keys(types_)
+
+    recipe_path, values = None, {}
+    if "--config" in args:
+        i = args.index("--config")
+        if i + 1 >= len(args):
+            raise UserError("--config needs a file", "pass --config recipes/demo/sft.yaml")
+        recipe_path = str(Path(args[i + 1]).resolve())
+        del args[i : i + 2]
+        values = _load_recipe(recipe_path)
+        for key, value in (values.pop("env", None) or {}).items():
+            os.environ[key] = str(value)  # TrlParser's `env:` block
+        for key in values:
+            if key not in valid:
+                raise _unknown_key_error(key, valid, recipe_path, kind)
+
+    if not cuda_available():
+        changed = {k: v for k, v in CPU_OVERRIDES.items() if values.get(k, v) != v}
+        if changed:
+            print(f"warning: no CUDA device: running on CPU with {changed}", file=sys.stderr)
+        values.update(CPU_OVERRIDES)
+
+    parser.set_defaults_with_config(**values)
+    try:
+        *parsed, rest = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+    except ValueError as exc:  # a dataclass __post_init__ refusing a combination of values
+        raise UserError(f"invalid recipe settings: {str(exc).splitlines()[0]}", "fix the recipe or the flags") from None
+    flags = [a for a in rest if a.startswith("--")]
+    if rest:
+        key = (flags[0] if flags else rest[0]).lstrip("-").split("=")[0]
+        raise _unknown_key_error(key, valid, "the command line", kind)
+    script_args, training_args, model_args = parsed
+    _check(script_args, model_args)
+    script_args.recipe = recipe_path
+    return script_args, training_args, model_args
+
+
+def _check(script_args, model_args) -> None:
+    if script_args.eval_mode not in EVAL_MODES:
+        raise UserError(f"unknown eval_mode {script_args.eval_mode!r}", f"use one of: {', '.join(EVAL_MODES)}")
+    if not model_args.model_name_or_path:
+        raise UserError("no model given", "set model_name_or_path in the recipe or pass --model_name_or_path")
+    for entry in [*script_args.eval_data, *script_args.task_options]:
+        if "=" not in entry:
+            raise UserError(f"expected key=value, got {entry!r}", "write e.g. gsm8k=/data/gsm8k/test.jsonl")
+    # A PEFT adapter stores its base model path as given: make local paths absolute (NOTES-stack.md).
+    local = Path(model_args.model_name_or_path).expanduser()
+    if local.exists():
+        model_args.model_name_or_path = str(local.resolve())
+
+
+def key_values(entries: Sequence[str]) -> dict:
+    """["digits=2", "ops=+,-"] -> {"digits": 2, "ops": ["+", "-"]} (numbers converted, commas make lists)."""
+    out = {}
+    for entry in entries:
+        key, raw = entry.split("=", 1)
+        out[key.strip()] = [_scalar(v) for v in raw.split(",")] if "," in raw else _scalar(raw)
+    return out
+
+
+def _scalar(text: str):
+    text = text.strip()
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def run_main(fn) -> None:
+    """Run an entry point; a UserError ends the process with its one line on stderr and status 2."""
+    try:
+        fn()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,76 @@
+"""Supervised fine-tuning with TRL's SFTTrainer, one flat YAML per run.
+
+    python -m train.sft --config recipes/demo/sft.yaml [--max_steps 20 ...]
+    accelerate launch --config_file recipes/accelerate/zero2.yaml -m train.sft --config recipes/qwen2.5-1.5b/sft_longcot.yaml
+
+Restarting the same command resumes from the last checkpoint-* in output_dir; with an eval_mode
+every saved checkpoint is evaluated (train/callbacks.py).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from eval.errors import UserError
+
+from train.callbacks import SustainEvalCallback, resume_wandb_run
+from train.config import parse_recipe, run_main
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+
+
+def model_init_kwargs(training_args, model_args) -> dict:
+    kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype,
+              "attn_implementation": model_args.attn_implementation}
+    return {**{k: v for k, v in kwargs.items() if v is not None}, **(training_args.model_init_kwargs or {})}
+
+
+def callbacks_for(script_args) -> list:
+    return [SustainEvalCallback(script_args, recipe=script_args.recipe)] if script_args.eval_mode != "none" else []
+
+
+def build_trainer(trainer_cls, script_args, training_args, model_args, **trainer_kwargs):
+    """A TRL trainer on the recipe's model; model-loading failures become one-line errors."""
+    from trl import get_peft_config
+
+    training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
+    try:
+        return trainer_cls(model=model_args.model_name_or_path, args=training_args,
+                           peft_config=get_peft_config(model_args), callbacks=callbacks_for(script_args),
+                           **trainer_kwargs)
+    except OSError as exc:  # missing local folder, unreachable hub
+        raise UserError(f"cannot load model {model_args.model_name_or_path!r}: {str(exc).splitlines()[0]}",
+                        "set model_name_or_path to a local model folder or a reachable hub name") from None
+
+
+def train_and_save(trainer, training_args) -> Path:
+    """Train (resuming from the last checkpoint if there is one), save the final model, close trackers."""
+    resume = training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(training_args.output_dir)
+    trainer.end()
+    return Path(training_args.output_dir)
+
+
+def run(script_args, training_args, model_args) -> Path:
+    from trl import SFTTrainer
+
+    from train.data import sft_dataset
+
+    if last_checkpoint(training_args.output_dir):
+        resume_wandb_run(training_args.output_dir)
+    dataset = sft_dataset(script_args)
+    trainer = build_trainer(SFTTrainer, script_args, training_args, model_args, train_dataset=dataset)
+    return train_and_save(trainer, training_args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(*parse_recipe("sft", argv))
+
+
+if __name__ == "__main__":
+    run_main(main)
