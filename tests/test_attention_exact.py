@@ -38,10 +38,11 @@ def eager_reference(model, input_ids, attention_mask=None, position_ids=None):
 
 @pytest.mark.parametrize("kind", ["qwen2", "llama"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_batched_left_padded_matches_unbatched_eager_attentions(tokenizer, inputs, kind, attn):
+@pytest.mark.parametrize("batch_size", [1, 3])  # 1: no padding (sdpa gets no mask); 3: left padding
+def test_matches_unbatched_eager_attentions(tokenizer, inputs, kind, attn, batch_size):
     model = sharpen(tiny_model(kind, len(tokenizer), attn))
     prompts, outputs, spans = inputs
-    results = span_attention(model, tokenizer, prompts, outputs, spans, batch_size=3)
+    results = span_attention(model, tokenizer, prompts, outputs, spans, batch_size=batch_size)
     for prompt, output, span, result in zip(prompts, outputs, spans, results):
         tokens = token_span(tokenizer, prompt, span)
         out_ids = tokenizer(output, add_special_tokens=False)["input_ids"]

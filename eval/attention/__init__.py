@@ -7,7 +7,7 @@
 """
 from eval.attention.ablation import ablate_generate, scaled_span_attention
 from eval.attention.aggregate import summarise_attention
-from eval.attention.reduce import span_attention
+from eval.attention.reduce import span_attention, span_attention_ids
 from eval.attention.span import TokenSpan, constraint_char_span, locate_constraint, token_span
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "locate_constraint",
     "scaled_span_attention",
     "span_attention",
+    "span_attention_ids",
     "summarise_attention",
     "token_span",
 ]

@@ -3,23 +3,20 @@
 Decoding step s is the forward step that produced generated token s: its query is the token before it
 (the last prompt token for s = 0), as `generate(output_attentions=True)` would report it.
 
-Nothing T x T is kept: inside each layer's attention call we recompute q.k for the generated rows only,
-in chunks, take the exact softmax denominator with log-sum-exp over all visible keys and the numerator
-over the span columns, and keep one number per (sequence, row), averaged over heads.
+Nothing T x T is kept: each layer's own attention call (sdpa or eager, with its mask and scaling) also
+computes the span mass, through an extra value channel (see SpanMassRecorder), and we keep one number
+per (sequence, decoding step), averaged over heads.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from eval.attention.interface import attention_wrapped, visible_keys
+from eval.attention.interface import attention_wrapped
 from eval.attention.span import TokenSpan, token_span
 from eval.errors import UserError
-
-# Upper bound on the float32 logits one chunk holds (2**22 values = 16 MiB).
-CHUNK_ELEMENTS = 1 << 22
-
 
 @dataclass
 class Batch:
@@ -56,7 +53,13 @@ def build_batch(spans: list[TokenSpan], output_ids: list[list[int]], pad_id: int
 
 
 class SpanMassRecorder:
-    """Attention wrapper: runs the model's own attention, and records the span mass of rows >= first_row."""
+    """Attention wrapper: the model's own attention, with one extra value channel that is 1 on span keys.
+
+    Attention output channel d is sum_j p_j * v_j[d]; with v_j = 1 on span columns and 0 elsewhere it is
+    exactly the softmax mass on the span, normalised over every visible key by the same kernel, mask and
+    scaling that produce the real output. q and k get zero channels to match (q.k is unchanged), so
+    fused kernels that need equal head dims still run.
+    """
 
     def __init__(self, span_columns: torch.Tensor, first_row: int):
         self.span_columns = span_columns
@@ -64,36 +67,18 @@ class SpanMassRecorder:
         self.per_layer: dict[int, torch.Tensor] = {}  # layer -> (B, rows) mean over heads
 
     def __call__(self, inner, module, query, key, value, attention_mask, **kwargs):
-        output = inner(module, query, key, value, attention_mask, **kwargs)
-        scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
-        self.per_layer[module.layer_idx] = self.span_mass(query, key, attention_mask, scaling)
-        return output
-
-    def span_mass(self, query, key, attention_mask, scaling) -> torch.Tensor:
-        batch, heads, query_len, dim = query.shape
-        kv_heads, key_len = key.shape[1], key.shape[2]
-        if query_len != key_len:
-            raise RuntimeError("span mass expects one full forward pass without a cache")
-        groups = heads // kv_heads  # GQA: query head h reads key head h // groups
-        span = self.span_columns.to(query.device)
-        cols = span.any(0).nonzero().flatten()
-        lo, hi = int(cols.min()), int(cols.max()) + 1  # one column window covers every sequence's span
-        chunk = max(1, CHUNK_ELEMENTS // (batch * heads * key_len))
-        masses = []
-        for r0 in range(self.first_row, query_len - 1, chunk):
-            rows = slice(r0, min(r0 + chunk, query_len - 1))
-            stop = rows.stop  # causal: these rows see no key at or beyond `stop`
-            q = query[:, :, rows].float().reshape(batch, kv_heads, groups, -1, dim)
-            k = key[:, :, :stop].float().unsqueeze(2)
-            logits = torch.matmul(q, k.transpose(-1, -2)) * scaling  # (B, KVH, G, rows, keys)
-            allowed = visible_keys(attention_mask, rows, query_len, key_len, query.device)[:, :, :, :stop]
-            # Same fill value as eager, so even a fully padded row behaves like eager's softmax.
-            logits = logits.masked_fill(~allowed.unsqueeze(2), torch.finfo(torch.float32).min)
-            denominator = torch.logsumexp(logits, dim=-1)
-            in_span = (span[:, None, None, lo:hi] & allowed[..., lo:hi]).unsqueeze(2)
-            numerator = torch.logsumexp(logits[..., lo:hi].masked_fill(~in_span, float("-inf")), dim=-1)
-            masses.append(torch.exp(numerator - denominator).mean(dim=(1, 2)))
-        return torch.cat(masses, dim=1)
+        dim = query.shape[-1]
+        if value.shape[-1] != dim or key.shape[2] != query.shape[2]:
+            raise RuntimeError("span mass expects equal q/k/v head dims and one forward pass without a cache")
+        kwargs["scaling"] = kwargs.get("scaling") or dim**-0.5  # the padded width must not change the scale
+        pad = 8 - dim % 8  # keep the width a multiple of 8, as fused kernels prefer
+        span = self.span_columns.to(device=value.device, dtype=value.dtype)
+        span = span[:, None, :, None].expand(-1, value.shape[1], -1, 1)
+        value = torch.cat([value, span, value.new_zeros(*value.shape[:-1], pad - 1)], dim=-1)
+        query, key = F.pad(query, (0, pad)), F.pad(key, (0, pad))
+        output, weights = inner(module, query, key, value, attention_mask, **kwargs)  # output: (B, T, H, width)
+        self.per_layer[module.layer_idx] = output[:, self.first_row : -1, :, dim].float().mean(-1)
+        return output[..., :dim], weights
 
 
 def _forward_batch(model, batch: Batch) -> torch.Tensor:
@@ -147,21 +132,30 @@ def span_attention(
             f"got {len(prompts)} prompts, {len(outputs)} outputs and {len(spans)} spans",
             "pass one output and one span per prompt",
         )
-    if batch_size < 1:
-        raise UserError(f"batch_size must be at least 1, got {batch_size}", "pass batch_size >= 1")
     token_spans = [token_span(tokenizer, p, s) for p, s in zip(prompts, spans)]
     output_ids = [tokenizer(o, add_special_tokens=False)["input_ids"] for o in outputs]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return span_attention_ids(model, token_spans, output_ids, batch_size, pad_id)
+
+
+def span_attention_ids(
+    model, token_spans: list[TokenSpan], output_ids: list[list[int]], batch_size: int = 8, pad_id: int = 0
+) -> list[dict]:
+    """span_attention on token ids: the prompt ids and span from `token_span`, the output's ids as generated."""
+    if len(token_spans) != len(output_ids):
+        raise UserError(f"got {len(token_spans)} spans and {len(output_ids)} outputs", "pass one output per span")
+    if batch_size < 1:
+        raise UserError(f"batch_size must be at least 1, got {batch_size}", "pass batch_size >= 1")
     # Similar lengths share a batch, so little compute goes to padding.
-    order = sorted(range(len(prompts)), key=lambda i: len(token_spans[i].input_ids) + len(output_ids[i]))
-    results: list[dict | None] = [None] * len(prompts)
+    order = sorted(range(len(token_spans)), key=lambda i: len(token_spans[i].input_ids) + len(output_ids[i]))
+    results: list[dict | None] = [None] * len(token_spans)
+    layers = model.config.num_hidden_layers
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(order), batch_size):
             members = order[start : start + batch_size]
             batch = build_batch([token_spans[i] for i in members], [output_ids[i] for i in members], pad_id)
-            layers = model.config.num_hidden_layers
             mass = _forward_batch(model, batch) if max(batch.output_lengths) else torch.zeros(layers, len(members), 0)
             rows = mass.shape[-1]
             for b, i in enumerate(members):
