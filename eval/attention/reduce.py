@@ -18,6 +18,7 @@ from eval.attention.interface import attention_wrapped
 from eval.attention.span import TokenSpan, token_span
 from eval.errors import UserError
 
+
 @dataclass
 class Batch:
     """Left-padded prompt + output sequences and where the span and the decoding-step queries sit."""
@@ -36,6 +37,7 @@ class Batch:
 
 
 def build_batch(spans: list[TokenSpan], output_ids: list[list[int]], pad_id: int) -> Batch:
+    """Prompt ids + output ids per sequence, left-padded to one length (the layout generate() uses)."""
     lengths = [len(s.input_ids) + len(o) for s, o in zip(spans, output_ids)]
     total = max(lengths)
     ids = torch.full((len(spans), total), pad_id, dtype=torch.long)
