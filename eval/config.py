@@ -25,6 +25,8 @@ class EvalConfig:
     backend: str = "hf"  # hf | vllm | openai
     base_url: str | None = None  # for backend=openai
     api_key_env: str = "OPENAI_API_KEY"  # the NAME of the variable holding the key, never the key
+    request_timeout_s: float = 120.0  # per HTTP request to an endpoint (model or soft-constraint LLM)
+    request_retries: int = 4  # retries with backoff on timeouts, 429 and 5xx
     split: str = "test"
     limit: int | None = None  # items per task
     data: dict[str, str] = field(default_factory=dict)  # task -> local path or hub name

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from eval import faults
 from eval.errors import UserError
 
 Key = tuple[str, str, str]
@@ -72,6 +73,7 @@ class RecordStore:
         payload = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in new)
         try:
             with self.path.open("a", encoding="utf-8") as fh:
+                faults.before_write(fh, payload)
                 fh.write(payload)
                 fh.flush()
                 os.fsync(fh.fileno())

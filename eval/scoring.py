@@ -8,9 +8,10 @@ is a cluster bootstrap over items; with one run per item it is the Wilson interv
 from __future__ import annotations
 
 import math
-import random
 from collections import defaultdict
 from typing import Callable, Iterable
+
+import numpy as np
 
 Z95 = 1.959963984540054
 BOOTSTRAP_RESAMPLES = 2000
@@ -28,18 +29,12 @@ def wilson(successes: int, n: int) -> tuple[float, float]:
 
 def cluster_bootstrap(values_by_cluster: dict, seed: int = 0) -> tuple[float, float]:
     """Percentile interval of the pooled mean, resampling whole clusters (items)."""
-    clusters = [(sum(v), len(v)) for v in values_by_cluster.values()]
-    rng = random.Random(seed)
-    means = []
-    for _ in range(BOOTSTRAP_RESAMPLES):
-        s = n = 0
-        for _ in clusters:
-            cs, cn = clusters[rng.randrange(len(clusters))]
-            s += cs
-            n += cn
-        means.append(s / n)
-    means.sort()
-    return (means[int(0.025 * len(means))], means[int(0.975 * len(means)) - 1])
+    sums = np.array([sum(v) for v in values_by_cluster.values()], dtype=float)
+    sizes = np.array([len(v) for v in values_by_cluster.values()], dtype=float)
+    picks = np.random.default_rng(seed).integers(0, len(sums), size=(BOOTSTRAP_RESAMPLES, len(sums)))
+    means = sums[picks].sum(axis=1) / sizes[picks].sum(axis=1)
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return (float(lo), float(hi))
 
 
 def proportion(

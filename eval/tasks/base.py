@@ -55,6 +55,9 @@ class Task(ABC):
         """Grade a batch; tasks that run code override this to use sandbox workers."""
         return [self.grade(it, out) for it, out in zip(items, outputs)]
 
+    def close(self) -> None:
+        """Release resources (sandbox workers); a no-op for tasks that hold none."""
+
     def messages(self, item: Item, constraint: str | None = None, position: str = "append") -> list[dict]:
         """Chat messages for an item, with an optional constraint text.
 

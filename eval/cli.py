@@ -1,0 +1,124 @@
+"""`sustain`: the command line. User mistakes end as one line on stderr and exit code 2."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import typing
+
+from eval.config import EvalConfig, from_dict, load_yaml
+from eval.errors import UserError
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
+    """One --flag per config field (CLI flags override YAML); values are checked by from_dict."""
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        if hint is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper())
+
+
+def eval_config(args: argparse.Namespace) -> EvalConfig:
+    values = load_yaml(args.config) if args.config else {}
+    source = args.config or "config"
+    for f in dataclasses.fields(EvalConfig):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = v
+    return from_dict(EvalConfig, values, source)
+
+
+def cmd_eval(args) -> None:
+    from eval.pipeline import run_eval
+    from eval.report.console import print_summary
+
+    cfg = eval_config(args)
+    summary = run_eval(cfg)
+    print_summary(summary, cfg.out)
+
+
+def cmd_audit(args) -> None:
+    from eval.audit import export_audit
+
+    path = export_audit(args.run, n=args.n, seed=args.seed, fmt=args.format)
+    print(f"audit sample written: {path}")
+
+
+def cmd_failures(args) -> None:
+    from eval.audit import export_failures
+
+    path = export_failures(args.run)
+    print(f"failure examples written: {path}")
+
+
+def cmd_summary(args) -> None:
+    from eval.summary import write_summary
+    from eval.report.console import print_summary
+
+    print_summary(write_summary(args.run), args.run)
+
+
+def cmd_report(args) -> None:
+    from pathlib import Path
+
+    from eval.report.build import build_report
+
+    path = build_report([Path(p) for p in args.inputs], Path(args.out), wandb_mode=args.wandb,
+                        project=args.wandb_project, group=args.wandb_group, notes=args.notes)
+    print(f"report written: {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sustain", description="SustainScore (arXiv 2601.22047) on any model or checkpoint")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("eval", help="baseline, constraints, constrained run, scores (resumable)")
+    e.add_argument("--config", help="YAML file with EvalConfig keys; flags override it")
+    _add_config_flags(e, EvalConfig)
+    e.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("summary", help="recompute summary.json from a run folder's records")
+    s.add_argument("run")
+    s.set_defaults(func=cmd_summary)
+
+    a = sub.add_parser("audit", help="export a seeded sample of (constraint, original output, verdict) rows")
+    a.add_argument("run")
+    a.add_argument("--n", type=int, default=50)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    a.set_defaults(func=cmd_audit)
+
+    f = sub.add_parser("failures", help="export every failure (solved at baseline, failed constrained) with its class")
+    f.add_argument("run")
+    f.set_defaults(func=cmd_failures)
+    r = sub.add_parser("report", help="curves and tables rebuilt from run folders (an eval, a training run, or a comparison root)")
+    r.add_argument("inputs", nargs="+", help="run folders: eval run, training output_dir, or comparison root")
+    r.add_argument("--out", required=True, help="folder for report.md, report.json and the PNG plots")
+    r.add_argument("--wandb", choices=["offline", "online"], default=None, help="also log the curves to W&B")
+    r.add_argument("--wandb-project", default="sustain-suite")
+    r.add_argument("--wandb-group", default=None)
+    r.add_argument("--notes", default=None, help="free text added to the report")
+    r.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"sustain: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sustain: interrupted; records so far are kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

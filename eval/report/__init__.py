@@ -1,0 +1,1 @@
+"""Reports derived from run folders only: console tables, curves, plots, markdown, W&B."""
