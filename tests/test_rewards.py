@@ -74,3 +74,23 @@ def test_constrained_accuracy_needs_the_right_answer_too():
         chat("the answer is 67."),  # constraints kept, answer wrong
     ]
     assert constrained_accuracy(completions, answer=["68"] * 3, constraints=[cell] * 3) == [1.0, 0.5, 0.0]
+
+
+TESTS = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"
+
+
+def test_code_reward_runs_the_tests_and_cannot_be_gamed_by_an_early_exit():
+    from train.rewards import code
+
+    completions = [
+        chat("```python\ndef add(a, b):\n    return a + b\n```"),  # right
+        chat("```python\ndef add(a, b):\n    return a - b\n```"),  # wrong
+        chat("```python\ndef add(a, b) return a +\n```"),  # syntax error
+        chat("```python\nimport sys\nsys.exit(0)\ndef add(a, b):\n    return 0\n```"),  # exits before the tests
+        chat("```python\nimport os\nos._exit(0)\n```"),  # hard exit
+        chat("    return a + b\n"),  # a body that continues the prompt
+    ]
+    n = len(completions)
+    rewards = code(completions, tests=[TESTS] * n, entry_point=["add"] * n,
+                   code_prompt=["def add(a, b):\n"] * n)
+    assert rewards == [1.0, 0.0, 0.0, 0.0, 0.0, 1.0]

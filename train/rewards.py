@@ -6,7 +6,7 @@ For chat data a completion is [{"role": "assistant", "content": ...}]. None mean
 row" (e.g. an unparseable gold answer); TRL skips it rather than counting it as 0.
 
 Columns the rewards read: `answer` (gold answer text), `constraints` (JSON list of Constraint dicts,
-see train/constraint_prompts.py), `tests` and optional `entry_point` (code tasks).
+see train/constraint_prompts.py), `tests`, `entry_point` and optional `code_prompt` (code tasks).
 
 Answer extraction and math-verify comparison are the eval's own (eval/tasks/answers.py), so a
 reward of 1 means exactly what a solved item means in the SustainScore pipeline.
@@ -19,7 +19,7 @@ from typing import Callable
 
 from eval.errors import UserError
 from eval.tasks.answers import extract_math_answer, math_answers_match, parse_math
-from eval.tasks.base import strip_reasoning
+from eval.tasks.base import THINK_RE, strip_reasoning
 
 THINK_FORMAT_RE = re.compile(r"^\s*<think>(?!.*<think>).+?</think>\s*\S", re.DOTALL)
 ANSWER_FORMAT_RE = re.compile(r"the answer is\s*:?\s*\S", re.IGNORECASE)
@@ -61,18 +61,26 @@ def answer_format(completions, **_) -> list[float]:
     return [float(bool(ANSWER_FORMAT_RE.search(strip_reasoning(t)))) for t in _texts(completions)]
 
 
-def code(completions, tests, entry_point=None, **_) -> list[float]:
-    """1 if the last code block passes the tests in the sandbox, else 0.
+def code(completions, tests, entry_point, code_prompt=None, **_) -> list[float]:
+    """1 if the completion's code passes the row's tests in the sandbox, else 0.
 
-    The program runs in eval/sandbox, which counts a run as passed only when the tests really ran
-    to their end: a completion that calls sys.exit(0) / os._exit(0) before the asserts scores 0.
+    Columns: `tests` (defines check(candidate)), `entry_point` (the function under test) and
+    optionally `code_prompt` (e.g. HumanEval's signature + docstring, prepended when the completion
+    only writes the body). The tests run in eval/sandbox in their own process, which reports a pass
+    only when they really ran to the end: a completion that calls sys.exit(0) / os._exit(0) before
+    the asserts, or patches the checks, scores 0.
     """
+    from eval.sandbox import Program
+
     programs = []
     for i, text in enumerate(_texts(completions)):
-        blocks = CODE_BLOCK_RE.findall(strip_reasoning(text))
-        body = blocks[-1] if blocks else strip_reasoning(text)
-        check = f"\ncheck({entry_point[i]})\n" if entry_point is not None and entry_point[i] else "\n"
-        programs.append(f"{body}\n\n{tests[i]}{check}")
+        text = THINK_RE.sub("", text)  # not strip_reasoning: a bare body keeps its indentation
+        blocks = CODE_BLOCK_RE.findall(text)
+        body = blocks[-1] if blocks else text
+        prefix = code_prompt[i] if code_prompt is not None and code_prompt[i] else ""
+        if prefix and f"def {entry_point[i]}" in body:
+            prefix = ""  # the completion wrote the whole function
+        programs.append(Program(code=prefix + body, test=tests[i], entry_point=entry_point[i], id=str(i)))
     return [float(r.passed) for r in _sandbox().run(programs)]
 
 
@@ -132,10 +140,10 @@ _SANDBOX = None
 
 
 def _sandbox():
-    """One sandbox per training process: its workers start once, not once per reward call."""
+    """One sandbox per training process: its workers start once, not once per reward call (it closes itself at exit)."""
     global _SANDBOX
     if _SANDBOX is None:
         from eval.sandbox import Sandbox
 
-        _SANDBOX = Sandbox(workers=2)
+        _SANDBOX = Sandbox(workers=2, timeout_s=10)
     return _SANDBOX

@@ -9,6 +9,7 @@ every saved checkpoint is evaluated (train/callbacks.py).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from eval.errors import UserError
@@ -53,6 +54,10 @@ def train_and_save(trainer, training_args) -> Path:
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
     trainer.end()
+    if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+        # the Trainer leaves its W&B run to an exit hook; finish it here so the log is complete
+        # when the process ends (a Slurm job may be cut short right after)
+        sys.modules["wandb"].run.finish()
     return Path(training_args.output_dir)
 
 

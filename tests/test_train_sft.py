@@ -1,0 +1,154 @@
+"""SFT on the tiny model on CPU: checkpoints, per-checkpoint eval (inline / sbatch), W&B, resume."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wandb_offline import history, run_dirs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# small enough for seconds per run; 2 saves per run
+SFT_FLAGS = ["--dataset_size", "64", "--per_device_train_batch_size", "8", "--max_steps", "4", "--save_steps", "2",
+             "--logging_steps", "1", "--eval_limit", "8", "--eval_max_new_tokens", "24", "--eval_batch_size", "8"]
+
+
+def train_env(tmp_path: Path, **extra) -> dict:
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_DIR=str(tmp_path / "wandb_dir"), WANDB_PROJECT="tests",
+               WANDB_SILENT="true", TOKENIZERS_PARALLELISM="false", **extra)
+    (tmp_path / "wandb_dir").mkdir(exist_ok=True)
+    return env
+
+
+def run_training(module: str, recipe: str, model: Path, out: Path, flags: list[str], env: dict,
+                 launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+    cmd = [*(launcher or [sys.executable]), "-m", module, "--config", str(ROOT / "recipes" / "demo" / recipe),
+           "--model_name_or_path", str(model), "--output_dir", str(out), *flags]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def sustain_rows(wandb_dir: Path) -> dict[int, dict]:
+    """checkpoint step -> the W&B row that carries its sustain metrics, over every run in the folder."""
+    rows = {}
+    for run in run_dirs(wandb_dir):
+        for row in history(run):
+            if "train/checkpoint_step" in row:
+                assert row["train/checkpoint_step"] not in rows, "a checkpoint was logged twice"
+                rows[row["train/checkpoint_step"]] = row
+    return rows
+
+
+def assert_evaluated(out: Path, steps: list[int]) -> None:
+    for step in steps:
+        assert (out / f"checkpoint-{step}").is_dir()
+        summary = json.loads((out / "eval" / f"checkpoint-{step}" / "summary.json").read_text())
+        assert summary["model"].endswith(f"checkpoint-{step}") and summary["accuracy"]["n"] == 8
+
+
+def test_sft_evaluates_every_checkpoint_and_logs_at_its_step(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    run_training("train.sft", "sft.yaml", tiny_model, out, SFT_FLAGS, train_env(tmp_path))
+    assert_evaluated(out, [2, 4])
+    rows = sustain_rows(tmp_path / "wandb_dir")
+    assert sorted(rows) == [2, 4]
+    for step, row in rows.items():
+        summary = json.loads((out / "eval" / f"checkpoint-{step}" / "summary.json").read_text())
+        assert row["sustain/accuracy"] == pytest.approx(summary["accuracy"]["value"])
+        assert row["train/global_step"] == step
+        if summary["sustain"]["overall"]["value"] is not None:
+            assert row["sustain/score"] == pytest.approx(summary["sustain"]["overall"]["value"])
+        else:  # undefined is left out, never logged as 0
+            assert "sustain/score" not in row
+    # the tiny base solves arith, so a score is defined for at least one checkpoint
+    assert any("sustain/score" in row and "sustain/score/task/arith" in row for row in rows.values())
+    # the training curves are in the same run
+    loss_steps = [r["train/global_step"] for run in run_dirs(tmp_path / "wandb_dir") for r in history(run) if "train/loss" in r]
+    assert loss_steps == [1, 2, 3, 4]
+
+
+def test_resume_continues_and_does_not_reevaluate(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    env = train_env(tmp_path)
+    run_training("train.sft", "sft.yaml", tiny_model, out, SFT_FLAGS, env)
+    first = {s: (out / "eval" / f"checkpoint-{s}" / "baseline.jsonl").stat().st_mtime_ns for s in (2, 4)}
+    run_training("train.sft", "sft.yaml", tiny_model, out, [*SFT_FLAGS, "--max_steps", "6"], env)
+    state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
+    # resumed: the log holds steps 1-4 from the first run and only 5-6 from the second
+    assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3, 4, 5, 6]
+    assert {s: (out / "eval" / f"checkpoint-{s}" / "baseline.jsonl").stat().st_mtime_ns for s in (2, 4)} == first
+    assert_evaluated(out, [2, 4, 6])
+    # the restart continued the same W&B run (resumed by id), and no checkpoint was logged twice
+    run_ids = {d.name.rsplit("-", 1)[1] for d in run_dirs(tmp_path / "wandb_dir")}  # offline-run-<time>-<id>
+    assert len(run_dirs(tmp_path / "wandb_dir")) == 2 and len(run_ids) == 1
+    assert sorted(sustain_rows(tmp_path / "wandb_dir")) == [2, 4, 6]
+
+
+FAKE_SBATCH = """#!/bin/sh
+echo "$@" >> "{log}"
+echo "4242{n};cluster"
+"""
+
+
+def test_sbatch_mode_submits_each_checkpoint_once_without_waiting(tiny_model, tmp_path):
+    bin_dir, log = tmp_path / "bin", tmp_path / "sbatch.log"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH.format(log=log, n=""))
+    (bin_dir / "sbatch").chmod(0o755)
+    out = tmp_path / "run"
+    env = train_env(tmp_path, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    run_training("train.sft", "sft.yaml", tiny_model, out, [*SFT_FLAGS, "--eval_mode", "sbatch"], env)
+    calls = log.read_text().splitlines()
+    recipe = ROOT / "recipes" / "demo" / "sft.yaml"
+    assert calls == [f"--parsable slurm/eval.slurm {out / f'checkpoint-{s}'} {out / 'eval' / f'checkpoint-{s}'} {recipe}"
+                     for s in (2, 4)]
+    for s in (2, 4):
+        job = json.loads((out / "eval" / f"checkpoint-{s}" / "job.json").read_text())
+        assert job["job_id"] == "4242"
+        assert not (out / "eval" / f"checkpoint-{s}" / "summary.json").exists()  # nothing ran inline
+
+
+def test_sbatch_results_arriving_later_are_logged_at_their_checkpoint(tmp_path):
+    """`sync` after training: the eval job's summary lands in the training run at the checkpoint's step."""
+    import wandb
+
+    from train.callbacks import log_finished
+
+    out = tmp_path / "run"
+    summary = {"accuracy": {"value": 0.5, "lo": 0.2, "hi": 0.8, "n": 10},
+               "sustain": {"overall": {"value": 0.75, "lo": 0.4, "hi": 0.9, "n": 4}, "by_task": {"arith": {"value": 0.75}}},
+               "failures": {"reasoning": 1}, "failure_examples": [{"task": "arith", "item_id": "1", "class": "reasoning",
+                                                                   "constraint": "c", "output": "o"}]}
+    (out / "eval" / "checkpoint-10").mkdir(parents=True)
+    (out / "eval" / "checkpoint-10" / "summary.json").write_text(json.dumps(summary))
+    (out / "eval" / "checkpoint-20").mkdir(parents=True)  # still running: no summary yet
+    os.environ.update(WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_SILENT="true")
+    run = wandb.init(project="tests")
+    try:
+        for step in range(1, 31):  # training has moved on to step 30 when the result arrives
+            run.log({"train/loss": 1.0 / step, "train/global_step": step})
+        assert log_finished(out, run) == [10]
+        assert log_finished(out, run) == []  # already logged to this run
+    finally:
+        run.finish()
+    (row,) = [r for d in run_dirs(tmp_path) for r in history(d) if "sustain/score" in r]
+    assert row["train/checkpoint_step"] == 10 and row["sustain/score"] == 0.75 and row["sustain/score_n"] == 4
+    assert row["sustain/score/task/arith"] == 0.75 and row["sustain/failures/reasoning"] == 1
+    assert row["sustain/failure_examples"]["_type"] == "table-file"
+
+
+def test_missing_sbatch_warns_once_and_training_continues(tiny_model, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    os.symlink(sys.executable, bin_dir / "python")
+    out = tmp_path / "run"
+    env = train_env(tmp_path, PATH=str(bin_dir))  # no sbatch anywhere on PATH
+    proc = run_training("train.sft", "sft.yaml", tiny_model, out, [*SFT_FLAGS, "--eval_mode", "sbatch"], env)
+    assert proc.stderr.count("warning: sbatch not found") == 1
+    assert (out / "checkpoint-4").is_dir() and not list((out / "eval").glob("checkpoint-*/job.json"))
