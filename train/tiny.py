@@ -165,8 +165,6 @@ def train_tiny(out_dir: str | Path, cfg: TinyConfig, progress: bool = True, thre
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    if threads:
-        torch.set_num_threads(threads)
     out_dir = Path(out_dir)
     started = time.time()
     tokenizer = build_tokenizer(cfg.vocab_size)
@@ -196,7 +194,12 @@ def train_tiny(out_dir: str | Path, cfg: TinyConfig, progress: bool = True, thre
         dataloader_num_workers=0,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    result = trainer.train()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or previous_threads)
+    try:
+        result = trainer.train()
+    finally:  # the caller's process (a test session, the demo) keeps its own setting
+        torch.set_num_threads(previous_threads)
     shutil.rmtree(out_dir / "trainer", ignore_errors=True)
     model.save_pretrained(out_dir)
     save_tokenizer(tokenizer, out_dir)

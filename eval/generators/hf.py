@@ -107,8 +107,9 @@ class HFGenerator(Generator):
         # Longest first: batches hold prompts of similar length (less padding); order is restored.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         results: list[Generation | None] = [None] * len(prompts)
-        for start in range(0, len(order), max(1, cfg.batch_size)):
-            batch = order[start : start + cfg.batch_size]
+        size = max(1, cfg.batch_size)
+        for start in range(0, len(order), size):
+            batch = order[start : start + size]
             gens = self._generate_batch([prompts[i] for i in batch], cfg, stops, seed=cfg.seed + start)
             for i, gen in zip(batch, gens):
                 results[i] = gen
