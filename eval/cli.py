@@ -72,6 +72,49 @@ def cmd_report(args) -> None:
     print(f"report written: {path}")
 
 
+def _layer_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected layer numbers like 0,1 - got {text!r}") from None
+
+
+def cmd_attention(args) -> None:
+    from eval.attention.ablation_stage import AblationSettings, run_ablation_stage
+    from eval.attention.run_folder import local_generator, refuse_remote, run_config
+    from eval.attention.stage import run_attention_stage
+    from eval.scoring import fmt
+    from eval.summary import write_summary
+
+    cfg = run_config(args.run)
+    refuse_remote(cfg, args.run)
+    layers = args.layers if args.layers is not None else cfg.attention_layers
+    overrides = {"factor": args.factor, "control_factor": args.control_factor, "after_step": args.after_step,
+                 "limit": args.ablation_limit,
+                 "layers": tuple(args.ablation_layers) if args.ablation_layers is not None else None}
+    settings = dataclasses.replace(AblationSettings.from_config(cfg),
+                                   **{k: v for k, v in overrides.items() if v is not None})
+    generator = local_generator(cfg)  # loaded once, shared by both stages
+    try:
+        attention = run_attention_stage(args.run, generator, layers=layers, batch_size=args.batch_size)
+        ablation = run_ablation_stage(args.run, generator, settings) if args.ablation else None
+    finally:
+        generator.close()
+    write_summary(args.run)
+    gap, test = attention["gap"], attention["mann_whitney"]
+    if gap["value"] is None:
+        lines = [f"attention gap  undefined ({gap.get('reason')})"]
+    else:
+        interval = f" [{gap['lo']:.4f}, {gap['hi']:.4f}]" if gap["lo"] is not None else ""
+        lines = [f"attention gap  {gap['value']:+.4f}{interval} n={gap['n']} "
+                 f"({gap['n_failed']} failed vs {gap['n_solved']} solved; one-sided Mann-Whitney p={test['p_value']:.3g})"]
+    if ablation:
+        lines += [f"recovered      {fmt(ablation['recovered'])} (failed, attention x{settings.factor:g})",
+                  f"broken         {fmt(ablation['broken'])} (solved, attention x{settings.control_factor:g})"]
+    lines.append(f"run folder     {args.run} (attention_summary.json, summary.json)")
+    print("\n".join(lines))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sustain", description="SustainScore (arXiv 2601.22047) on any model or checkpoint")
     sub = p.add_subparsers(dest="command", required=True)
@@ -95,6 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("failures", help="export every failure (solved at baseline, failed constrained) with its class")
     f.add_argument("run")
     f.set_defaults(func=cmd_failures)
+    t = sub.add_parser("attention", help="attention on the constraint (and the causal ablation) for a finished hf eval")
+    t.add_argument("run", help="the eval run folder (run.json names the model)")
+    t.add_argument("--layers", type=_layer_list, default=None, help="layers per-step attention averages, e.g. 0,1 (default: run.json's, else all)")
+    t.add_argument("--batch-size", type=int, default=8, help="generations per teacher-forced forward pass")
+    t.add_argument("--ablation", action="store_true", help="also regenerate with the constraint's attention scaled")
+    t.add_argument("--factor", type=float, default=None, help="scale on failed generations (default 0: removed)")
+    t.add_argument("--control-factor", type=float, default=None, help="scale on solved generations (default 4)")
+    t.add_argument("--after-step", type=int, default=None, help="leave the first N decoding steps untouched (default 0)")
+    t.add_argument("--ablation-layers", type=_layer_list, default=None, help="layers to scale, e.g. 0,1 (default all)")
+    t.add_argument("--ablation-limit", type=int, default=None, help="at most N generations per direction")
+    t.set_defaults(func=cmd_attention)
+
     r = sub.add_parser("report", help="curves and tables rebuilt from run folders (an eval, a training run, or a comparison root)")
     r.add_argument("inputs", nargs="+", help="run folders: eval run, training output_dir, or comparison root")
     r.add_argument("--out", required=True, help="folder for report.md, report.json and the PNG plots")

@@ -44,6 +44,14 @@ class EvalConfig:
     soft_base_url: str | None = None
     attention: bool = False  # run the attention analysis stage (HF backend only)
     attention_layers: list[int] | None = None
+    # Causal ablation (beyond the paper; HF backend only): regenerate failed constrained items with the
+    # attention to the constraint scaled by ablation_factor, solved ones by ablation_control_factor.
+    ablation: bool = False
+    ablation_factor: float = 0.0  # 0 removes the constraint from attention, 1 changes nothing
+    ablation_control_factor: float = 4.0
+    ablation_layers: list[int] | None = None  # all layers when unset
+    ablation_after_step: int = 0  # leave the first N decoding steps untouched
+    ablation_limit: int | None = None  # at most N generations per direction
 
     # Settings that change records: a run folder made with other values is refused.
     IDENTITY = ("model", "backend", "base_url", "split", "seed", "max_new_tokens", "temperature", "position",

@@ -21,6 +21,8 @@ def write_summary(out: str | Path) -> dict:
     attention = out / "attention_summary.json"
     if attention.exists():
         summary["attention"] = json.loads(attention.read_text())
+    if (out / "ablation_summary.json").exists():  # the causal ablation (eval.attention.ablation_stage)
+        summary["ablation"] = json.loads((out / "ablation_summary.json").read_text())
     write_json_atomic(out / "summary.json", summary)
     return summary
 
