@@ -130,10 +130,14 @@ class Pipeline:
             self.baseline()
             self.extract()
             self.constrained_run()
-            if self.cfg.attention:
+            if self.cfg.attention:  # the model is loaded only if records are missing
                 from eval.attention.stage import run_attention_stage
 
-                run_attention_stage(self.out, self.generator, layers=self.cfg.attention_layers)
+                run_attention_stage(self.out, lambda: self.generator, layers=self.cfg.attention_layers)
+            if self.cfg.ablation:
+                from eval.attention.ablation_stage import AblationSettings, run_ablation_stage
+
+                run_ablation_stage(self.out, lambda: self.generator, AblationSettings.from_config(self.cfg))
         finally:
             self.close()
         return write_summary(self.out)

@@ -57,7 +57,7 @@ class ScriptedLLM:
                 self.extract_prompts.append(prompt)
             rank = self.extract_prompts.index(prompt)
         if rank == 0:
-            return '[{"category": "style", "constraint": "Write plainly." '  # malformed: cut off
+            return 'Sure! Some instructions: be clear, be brief.'  # not JSON at all
         if rank == 1:
             return None  # a timeout
         return json.dumps([{"category": "style", "constraint": "Use short plain sentences."},

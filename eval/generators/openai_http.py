@@ -117,7 +117,7 @@ class OpenAIGenerator(Generator):
         try:
             resp = self._session.post(self.url, json=payload, headers=headers, timeout=self.timeout_s)
         except requests.Timeout:
-            raise _Transient(f"{self.url} did not answer within {self.timeout_s:g} s") from None
+            raise _Transient(f"timed out: {self.url} did not answer within {self.timeout_s:g} s") from None
         except requests.ConnectionError as exc:
             raise _Transient(f"cannot reach {self.url} : {_connection_reason(exc)}") from None
         if resp.status_code in RETRY_STATUS:
