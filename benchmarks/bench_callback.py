@@ -65,7 +65,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--save-steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared CPU)")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     if args.model is None:
         from train.tiny import ensure_tiny_base
 

@@ -73,6 +73,7 @@ def test_sft_evaluates_every_checkpoint_and_logs_at_its_step(tiny_model, tmp_pat
     assert loss_steps == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_resume_continues_and_does_not_reevaluate(tiny_model, tmp_path):
     out = tmp_path / "run"
     env = train_env(tmp_path)
@@ -152,3 +153,15 @@ def test_missing_sbatch_warns_once_and_training_continues(tiny_model, tmp_path):
     proc = run_training("train.sft", "sft.yaml", tiny_model, out, [*SFT_FLAGS, "--eval_mode", "sbatch"], env)
     assert proc.stderr.count("warning: sbatch not found") == 1
     assert (out / "checkpoint-4").is_dir() and not list((out / "eval").glob("checkpoint-*/job.json"))
+
+
+def test_lora_checkpoints_are_adapters_the_eval_can_load(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    relative = os.path.relpath(tiny_model, ROOT)  # as a user would type it
+    flags = [*SFT_FLAGS, "--use_peft", "--lora_r", "8", "--lora_alpha", "16", "--lora_target_modules", "q_proj", "v_proj",
+             "--report_to", "none"]
+    run_training("train.sft", "sft.yaml", Path(relative), out, flags, train_env(tmp_path))
+    adapter = json.loads((out / "checkpoint-2" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(tiny_model.resolve())  # loadable from any folder
+    assert not (out / "checkpoint-2" / "model.safetensors").exists()
+    assert_evaluated(out, [2, 4])

@@ -177,9 +177,15 @@ def _wandb_run():
     return wandb.run
 
 
+_DEFINED: set[str] = set()  # run ids whose sustain axis is declared (log_finished runs on every log)
+
+
 def _define_metrics(run) -> None:
+    if run.id in _DEFINED:
+        return
     run.define_metric("train/checkpoint_step")
     run.define_metric("sustain/*", step_metric="train/checkpoint_step")
+    _DEFINED.add(run.id)
 
 
 def _stat(metrics: dict, key: str, stat, with_interval: bool = False) -> None:
