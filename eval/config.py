@@ -20,35 +20,35 @@ class EvalConfig:
     """Everything one eval of one model needs; a YAML file and CLI flags fill it."""
 
     model: str = ""  # a local checkpoint folder, a hub name, or the model name served at base_url
-    tasks: list[str] = field(default_factory=lambda: ["arith"])
-    out: str = "runs/eval"
+    tasks: list[str] = field(default_factory=lambda: ["arith"])  # comma-separated: arith, gsm8k, hotpotqa, humaneval
+    out: str = "runs/eval"  # the run folder (records, summary.json); rerun the same command to resume
     backend: str = "hf"  # hf | vllm | openai
     base_url: str | None = None  # for backend=openai
     api_key_env: str = "OPENAI_API_KEY"  # the NAME of the variable holding the key, never the key
     request_timeout_s: float = 120.0  # per HTTP request to an endpoint (model or soft-constraint LLM)
     request_retries: int = 4  # retries with backoff on timeouts, 429 and 5xx
-    split: str = "test"
+    split: str = "test"  # dataset split to evaluate
     limit: int | None = None  # items per task
-    data: dict[str, str] = field(default_factory=dict)  # task -> local path or hub name
-    families: list[str] = field(default_factory=lambda: ["hard"])  # hard, soft
+    data: dict[str, str] = field(default_factory=dict)  # task=path,...: a local JSONL/folder or hub name per task
+    families: list[str] = field(default_factory=lambda: ["hard"])  # constraint families: hard (rules, IFEval), soft (LLM)
     categories: list[str] | None = None  # restrict to these constraint categories
     k_max: int = 1  # constraints per item, k = 1..k_max (the paper's scales analysis)
     position: str = "append"  # where the constraint goes: append | prepend | system
-    seed: int = 0
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    batch_size: int = 16
-    sandbox_workers: int = 4
+    seed: int = 0  # fixes constraint choice and sampling
+    max_new_tokens: int = 256  # per generation, baseline and constrained alike
+    temperature: float = 0.0  # 0 is greedy decoding
+    batch_size: int = 16  # prompts per generate call (and per record write)
+    sandbox_workers: int = 4  # parallel sandbox workers for code tasks
     soft_backend: str = "openai"  # the LLM that writes and judges soft constraints
-    soft_model: str | None = None
-    soft_base_url: str | None = None
+    soft_model: str | None = None  # e.g. Qwen/Qwen3-32B served by vLLM, as in the paper
+    soft_base_url: str | None = None  # its OpenAI-compatible endpoint
     attention: bool = False  # run the attention analysis stage (HF backend only)
-    attention_layers: list[int] | None = None
+    attention_layers: list[int] | None = None  # layers averaged in per_step (all when unset)
     # Causal ablation (beyond the paper; HF backend only): regenerate failed constrained items with the
     # attention to the constraint scaled by ablation_factor, solved ones by ablation_control_factor.
-    ablation: bool = False
+    ablation: bool = False  # run the causal ablation stage
     ablation_factor: float = 0.0  # 0 removes the constraint from attention, 1 changes nothing
-    ablation_control_factor: float = 4.0
+    ablation_control_factor: float = 4.0  # the reverse control on solved items
     ablation_layers: list[int] | None = None  # all layers when unset
     ablation_after_step: int = 0  # leave the first N decoding steps untouched
     ablation_limit: int | None = None  # at most N generations per direction
