@@ -97,26 +97,24 @@ class Pipeline:
         write_json_atomic(meta, {"identity": mine, "config": asdict(self.cfg)})
 
     # -- resources, created only when a stage has work to do ------------------------------------
+    def _make(self, backend: str, model: str, base_url: str | None) -> Generator:
+        opts = {"model": model}
+        if backend == "openai":
+            opts.update(base_url=base_url, api_key_env=self.cfg.api_key_env, timeout_s=self.cfg.request_timeout_s,
+                        max_retries=self.cfg.request_retries)
+        return make_generator(backend, **opts)
+
     @property
     def generator(self) -> Generator:
         if self._generator is None:
-            cfg = self.cfg
-            opts = {"model": cfg.model}
-            if cfg.backend == "openai":
-                opts.update(base_url=cfg.base_url, api_key_env=cfg.api_key_env, timeout_s=cfg.request_timeout_s,
-                            max_retries=cfg.request_retries)
-            self._generator = make_generator(cfg.backend, **opts)
+            self._generator = self._make(self.cfg.backend, self.cfg.model, self.cfg.base_url)
         return self._generator
 
     @property
     def soft(self):
         if self._soft is None:
-            cfg = self.cfg
-            opts = {"model": cfg.soft_model}
-            if cfg.soft_backend == "openai":
-                opts.update(base_url=cfg.soft_base_url, api_key_env=cfg.api_key_env, timeout_s=cfg.request_timeout_s,
-                            max_retries=cfg.request_retries)
-            self._soft = C.SoftExtractor(make_generator(cfg.soft_backend, **opts), cache_dir=self.out / "llm_cache")
+            judge = self._make(self.cfg.soft_backend, self.cfg.soft_model, self.cfg.soft_base_url)
+            self._soft = C.SoftExtractor(judge, cache_dir=self.out / "llm_cache")
         return self._soft
 
     def sampling(self) -> SamplingConfig:

@@ -22,12 +22,12 @@ from eval.attention.run_folder import prompt_span
 from eval.attention.stage import run_attention_stage
 from eval.config import EvalConfig
 from eval.errors import UserError
-from eval.generators import Generator
 from eval.generators.hf import HFGenerator
 from eval.pipeline import run_eval
 from eval.records import RecordStore, record_key
 from eval.summary import write_summary
 from eval.tasks import get_task
+from fakes import NoCalls
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = ("run.json", "baseline.jsonl", "constraints.jsonl", "constrained.jsonl")
@@ -59,13 +59,6 @@ def copy_run(src: Path, dst: Path, relabel_solved: int = 0) -> Path:
 
 def explode():
     raise AssertionError("a stage with nothing to do asked for the model")
-
-
-class NoCalls(Generator):
-    model_id = "no-calls"
-
-    def generate(self, conversations, cfg):
-        raise AssertionError("a rerun of a finished run generated again")
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import pytest
 
 from eval.config import EvalConfig
 from eval.errors import UserError
-from eval.generators import Generator
 from eval.pipeline import run_eval
 from eval.records import RecordStore
+from fakes import NoCalls
 from scripted_llm import ScriptedLLM
 
 STAGE_FILES = ("baseline.jsonl", "constraints.jsonl", "constrained.jsonl")
@@ -26,13 +26,6 @@ def config(model: Path, out: Path, **kw) -> EvalConfig:
 def records(out: Path) -> dict[str, list[dict]]:
     return {name: sorted(RecordStore(out / name), key=lambda r: (r["task"], r["item_id"], r["condition"]))
             for name in STAGE_FILES}
-
-
-class NoCalls(Generator):
-    model_id = "no-calls"
-
-    def generate(self, conversations, cfg):
-        raise AssertionError("a rerun of a finished run generated again")
 
 
 @pytest.fixture(scope="module")

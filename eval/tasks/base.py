@@ -1,6 +1,7 @@
 """The one Task interface: load items, build the chat prompt, grade an output."""
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from abc import ABC, abstractmethod
@@ -80,13 +81,14 @@ class Task(ABC):
 
 
 def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
-    """Read a JSONL file; a missing file, a bad line or a missing field is a UserError naming it."""
-    path = Path(path)
+    """Read a JSONL (or .jsonl.gz) file; a missing file, a bad line or a missing field is a UserError naming it."""
+    path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"data file not found: {path}", "pass an existing JSONL path or a hub dataset name")
+    opener = gzip.open if path.name.endswith(".gz") else open
     rows = []
-    with path.open(encoding="utf-8", errors="strict") as fh:
-        try:
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="strict") as fh:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
@@ -94,15 +96,17 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise UserError(f"{path}:{lineno} is not valid JSON ({exc.msg})", "fix or remove that line") from None
+                if not isinstance(row, dict):
+                    raise UserError(f"{path}:{lineno} is not a JSON object", "write one {...} record per line")
                 missing = [k for k in required if k not in row]
                 if missing:
-                    raise UserError(
-                        f"{path}:{lineno} lacks field(s) {', '.join(missing)}",
-                        f"each line needs: {', '.join(required)}",
-                    )
+                    raise UserError(f"{path}:{lineno} lacks field(s) {', '.join(missing)}",
+                                    f"each line needs: {', '.join(required)}")
                 rows.append(row)
-        except UnicodeDecodeError as exc:
-            raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})", "re-encode the file as UTF-8") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})", "re-encode the file as UTF-8") from None
+    except (OSError, EOFError) as exc:  # e.g. a .gz that is not gzip, or a truncated one
+        raise UserError(f"cannot read {path} ({type(exc).__name__}: {exc})", "pass an uncorrupted JSONL or .jsonl.gz file") from None
     if not rows:
         raise UserError(f"data file is empty: {path}", "point to a file with at least one record")
     return rows

