@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from wandb_offline import history, run_dirs
 
@@ -106,10 +107,12 @@ def test_sbatch_mode_submits_each_checkpoint_once_without_waiting(tiny_model, tm
     env = train_env(tmp_path, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     run_training("train.sft", "sft.yaml", tiny_model, out, [*SFT_FLAGS, "--eval_mode", "sbatch"], env)
     calls = log.read_text().splitlines()
-    recipe = ROOT / "recipes" / "demo" / "sft.yaml"
-    assert calls == [f"--parsable slurm/eval.slurm {out / f'checkpoint-{s}'} {out / 'eval' / f'checkpoint-{s}'} {recipe}"
-                     for s in (2, 4)]
-    for s in (2, 4):
+    evals = [out / "eval" / f"checkpoint-{s}" for s in (2, 4)]
+    assert calls == [f"--parsable slurm/eval.slurm {out / e.name} {e} {e / 'eval_recipe.yaml'}" for e in evals]
+    for s, e in zip((2, 4), evals):  # the job gets the effective settings, CLI overrides included
+        settings = yaml.safe_load((e / "eval_recipe.yaml").read_text())
+        assert settings["eval_mode"] == "sbatch" and settings["eval_limit"] == 8
+        assert settings["model_name_or_path"] == str(out / e.name)
         job = json.loads((out / "eval" / f"checkpoint-{s}" / "job.json").read_text())
         assert job["job_id"] == "4242"
         assert not (out / "eval" / f"checkpoint-{s}" / "summary.json").exists()  # nothing ran inline

@@ -63,9 +63,8 @@ def checkpoint_step(path: Path) -> int:
 class SustainEvalCallback(TrainerCallback):
     """on_save: evaluate (inline) or submit (sbatch) the new checkpoint; log finished evals to W&B."""
 
-    def __init__(self, eval_args: EvalArguments, recipe: str | None = None):
+    def __init__(self, eval_args: EvalArguments):
         self.cfg = eval_args
-        self.recipe = recipe
         self._warned_no_sbatch = False
 
     # -- Trainer events
@@ -136,7 +135,8 @@ class SustainEvalCallback(TrainerCallback):
                       "(fix: run on a Slurm login node or set eval_mode: inline)", file=sys.stderr)
                 self._warned_no_sbatch = True
             return None
-        recipe = self.recipe or str(self._write_eval_recipe(out, checkpoint))
+        # the effective settings (recipe + CLI overrides), not the recipe file: overrides must reach the job
+        recipe = str(self._write_eval_recipe(out, checkpoint))
         cmd = [sbatch, "--parsable", *self.cfg.eval_sbatch_args, self.cfg.eval_slurm_script,
                str(checkpoint.resolve()), str(out.resolve()), recipe]
         try:  # sbatch only queues the job: it returns at once, so training is not held up
@@ -154,7 +154,7 @@ class SustainEvalCallback(TrainerCallback):
         return job_id
 
     def _write_eval_recipe(self, out: Path, checkpoint: Path) -> Path:
-        """Without a recipe file (all flags), hand the eval job the effective eval settings as YAML."""
+        """Hand the eval job the effective eval settings as YAML."""
         import dataclasses
 
         import yaml

@@ -40,7 +40,7 @@ def eval_callback(recipe: str) -> SustainEvalCallback:
     if not Path(recipe).is_file():
         raise UserError(f"recipe not found: {recipe}", EVAL_ONLY_FIX)
     script_args = parse_any(recipe, need_kind=False)[1][0]
-    return SustainEvalCallback(script_args, recipe=str(Path(recipe).resolve()))
+    return SustainEvalCallback(script_args)
 
 
 def already_done(out: str | Path) -> bool:

@@ -31,7 +31,7 @@ def model_init_kwargs(training_args, model_args) -> dict:
 
 
 def callbacks_for(script_args) -> list:
-    return [SustainEvalCallback(script_args, recipe=script_args.recipe)] if script_args.eval_mode != "none" else []
+    return [SustainEvalCallback(script_args)] if script_args.eval_mode != "none" else []
 
 
 def build_trainer(trainer_cls, script_args, training_args, model_args, **trainer_kwargs):
