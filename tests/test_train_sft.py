@@ -118,7 +118,7 @@ def test_sbatch_mode_submits_each_checkpoint_once_without_waiting(tiny_model, tm
         assert not (out / "eval" / f"checkpoint-{s}" / "summary.json").exists()  # nothing ran inline
 
 
-def test_sbatch_results_arriving_later_are_logged_at_their_checkpoint(tmp_path):
+def test_sbatch_results_arriving_later_are_logged_at_their_checkpoint(tmp_path, monkeypatch):
     """`sync` after training: the eval job's summary lands in the training run at the checkpoint's step."""
     import wandb
 
@@ -132,8 +132,9 @@ def test_sbatch_results_arriving_later_are_logged_at_their_checkpoint(tmp_path):
     (out / "eval" / "checkpoint-10").mkdir(parents=True)
     (out / "eval" / "checkpoint-10" / "summary.json").write_text(json.dumps(summary))
     (out / "eval" / "checkpoint-20").mkdir(parents=True)  # still running: no summary yet
-    os.environ.update(WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_SILENT="true")
-    run = wandb.init(project="tests")
+    for key, value in dict(WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_SILENT="true").items():
+        monkeypatch.setenv(key, value)
+    run = wandb.init(project="tests", dir=str(tmp_path), mode="offline")  # dir: another test's W&B may have set up first
     try:
         for step in range(1, 31):  # training has moved on to step 30 when the result arrives
             run.log({"train/loss": 1.0 / step, "train/global_step": step})
