@@ -6,6 +6,7 @@ missing newline or bad JSON and cut off, so the record is redone rather than kep
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -69,9 +70,9 @@ class RecordStore:
         new = [r for r in records if record_key(r) not in self._records]
         if not new:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in new)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # inside: --out may be a file, or the disk full
             with self.path.open("a", encoding="utf-8") as fh:
                 faults.before_write(fh, payload)
                 fh.write(payload)
@@ -91,16 +92,21 @@ class RecordStore:
 
 def write_json_atomic(path: str | Path, obj) -> None:
     """Write JSON through a temp file and rename, so a reader never sees a partial file."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write text through a temp file and rename, so a reader never sees a partial file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # inside: --out may be a file, or the disk full
         with tmp.open("w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True, ensure_ascii=False)
-            fh.write("\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. its folder is a file: there is no temp file to remove
+            tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write {path}: {exc.strerror}", "free disk space or choose another --out") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from eval.errors import UserError
 from eval.failures import analyse
 from eval.records import RecordStore, write_json_atomic
 from eval.scoring import grouped, proportion
@@ -15,6 +16,8 @@ def _read(path: Path) -> list[dict]:
 
 def write_summary(out: str | Path) -> dict:
     out = Path(out)
+    if not (out / "run.json").is_file():
+        raise UserError(f"{out} is not an eval run folder: no run.json", "pass the --out folder of a `sustain eval` run")
     meta = json.loads((out / "run.json").read_text())
     summary = summarise(_read(out / "baseline.jsonl"), _read(out / "constrained.jsonl"), meta["identity"]["seed"])
     summary["model"] = meta["identity"]["model"]

@@ -60,6 +60,28 @@ def checkpoint_step(path: Path) -> int:
     return int(path.name.rsplit("-", 1)[1])
 
 
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a checkpoint-N folder is unusable (a save cut short by a kill), or None if it is complete.
+
+    The Trainer writes trainer_state.json last, so a folder without a readable one was not finished.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "no trainer_state.json"
+    except (OSError, ValueError):
+        return "trainer_state.json is truncated or corrupt"
+    for weights in folder.glob("*.safetensors"):
+        try:
+            with safe_open(str(weights), framework="pt"):
+                pass
+        except (OSError, SafetensorError):
+            return f"{weights.name} is truncated or corrupt"
+    return None
+
+
 class SustainEvalCallback(TrainerCallback):
     """on_save: evaluate (inline) or submit (sbatch) the new checkpoint; log finished evals to W&B."""
 
@@ -76,6 +98,20 @@ class SustainEvalCallback(TrainerCallback):
                 _define_metrics(run)
                 write_json_atomic(eval_root(args.output_dir) / RUN_FILE,
                                   {"id": run.id, "project": run.project, "entity": run.entity})
+            if self.cfg.eval_mode == "inline":
+                self.finish_interrupted(args.output_dir)
+        if self.cfg.eval_mode == "inline" and args.world_size > 1:
+            from accelerate import PartialState
+
+            PartialState().wait_for_everyone()
+
+    def finish_interrupted(self, output_dir: str) -> None:
+        """A kill during a checkpoint's inline eval: no on_save comes again for it, so resume it now."""
+        saved = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit()]
+        for checkpoint in sorted(saved, key=checkpoint_step):
+            out = eval_root(output_dir) / checkpoint.name
+            if not (out / SUMMARY).exists() and checkpoint_problem(checkpoint) is None:
+                self.evaluate(checkpoint, out)
 
     def on_save(self, args, state, control, **kwargs):
         if self.cfg.eval_mode == "none":

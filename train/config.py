@@ -115,7 +115,7 @@ def _load_recipe(path: str) -> dict:
         raise UserError(f"recipe not found: {path}", "pass --config path/to/recipe.yaml")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}", "fix the syntax of that file") from None
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a flat mapping of key: value", "write one key: value per line")
@@ -130,6 +130,12 @@ def _unknown_key_error(key: str, valid: Sequence[str], where: str, kind: str) ->
         f"{hint}valid keys are the fields of the {kind} script arguments, ModelConfig and "
         f"{_trainer_config(kind).__name__}, listed by `python -m train.{kind} --help`",
     )
+
+
+def _bad_value(message: str, kind: str):
+    """argparse's error hook (e.g. "argument --max_steps/--max-steps: invalid int value: 'abc'") as one line."""
+    raise UserError(f"invalid recipe value: {message}",
+                    f"give that key a value of its type; `python -m train.{kind} --help` lists them")
 
 
 def _valid_keys(dataclass_types) -> list[str]:
@@ -152,6 +158,7 @@ def parse_recipe(kind: str, argv: Sequence[str] | None = None):
     types_ = (script_arguments(kind), _trainer_config(kind), ModelConfig)
     # allow_abbrev=False: a misspelt flag is an error, not silently taken as the key it prefixes
     parser = TrlParser(types_, prog=f"python -m train.{kind}", allow_abbrev=False)
+    parser.error = lambda message: _bad_value(message, kind)  # argparse would print its 170-line usage
     args = list(sys.argv[1:] if argv is None else argv)
     valid = _valid_keys(types_)
 
@@ -195,6 +202,8 @@ def _check(script_args, model_args) -> None:
         raise UserError(f"unknown eval_mode {script_args.eval_mode!r}", f"use one of: {', '.join(EVAL_MODES)}")
     if not model_args.model_name_or_path:
         raise UserError("no model given", "set model_name_or_path in the recipe or pass --model_name_or_path")
+    if script_args.eval_limit is not None and script_args.eval_limit < 0:  # else it fails only at the first checkpoint
+        raise UserError(f"eval_limit must be >= 0, got {script_args.eval_limit}", "set eval_limit to 0 or more, or null for all items")
     for entry in [*script_args.eval_data, *script_args.task_options]:
         if "=" not in entry:
             raise UserError(f"expected key=value, got {entry!r}", "write e.g. gsm8k=/data/gsm8k/test.jsonl")

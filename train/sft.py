@@ -8,20 +8,34 @@ every saved checkpoint is evaluated (train/callbacks.py).
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from eval.errors import UserError
 
-from train.callbacks import SustainEvalCallback, resume_wandb_run
+from train.callbacks import SustainEvalCallback, checkpoint_problem, resume_wandb_run
 from train.config import parse_recipe, run_main
 
 
 def last_checkpoint(output_dir: str) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint-N in output_dir; incomplete newer ones are skipped with a warning.
 
-    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    (transformers' get_last_checkpoint takes the highest N even when its save was interrupted.)
+    """
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    root = Path(output_dir)
+    if not root.is_dir():
+        return None
+    steps = sorted((int(p.name.rsplit("-", 1)[1]), p) for p in root.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                   if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit())
+    for _, folder in reversed(steps):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return str(folder)
+        print(f"warning: skipping {folder}: {problem} (its save was interrupted); resuming from an earlier checkpoint",
+              file=sys.stderr)
+    return None
 
 
 def model_init_kwargs(training_args, model_args) -> dict:
@@ -36,6 +50,7 @@ def callbacks_for(script_args) -> list:
 
 def build_trainer(trainer_cls, script_args, training_args, model_args, **trainer_kwargs):
     """A TRL trainer on the recipe's model; model-loading failures become one-line errors."""
+    from safetensors import SafetensorError
     from trl import get_peft_config
 
     training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
@@ -43,7 +58,7 @@ def build_trainer(trainer_cls, script_args, training_args, model_args, **trainer
         return trainer_cls(model=model_args.model_name_or_path, args=training_args,
                            peft_config=get_peft_config(model_args), callbacks=callbacks_for(script_args),
                            **trainer_kwargs)
-    except OSError as exc:  # missing local folder, unreachable hub
+    except (OSError, SafetensorError) as exc:  # missing local folder, unreachable hub, truncated weights
         raise UserError(f"cannot load model {model_args.model_name_or_path!r}: {str(exc).splitlines()[0]}",
                         "set model_name_or_path to a local model folder or a reachable hub name") from None
 

@@ -71,6 +71,7 @@ class HFGenerator(Generator):
         trust_remote_code: bool = False,
         revision: str | None = None,
     ):
+        from safetensors import SafetensorError
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         source = check_model_source(str(model))
@@ -82,7 +83,7 @@ class HFGenerator(Generator):
             self.model = AutoModelForCausalLM.from_pretrained(
                 source, dtype=_torch_dtype(dtype), attn_implementation=attn_implementation, **load_kwargs
             )
-        except OSError as exc:
+        except (OSError, SafetensorError) as exc:  # SafetensorError: truncated or corrupt weights
             if os.path.isdir(source):
                 raise UserError(f"cannot load model folder {source}: {exc}".replace("\n", " "), "check that the folder holds a complete checkpoint") from None
             raise UserError(

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from eval.errors import UserError
-from eval.records import write_json_atomic
+from eval.records import write_json_atomic, write_text_atomic
 from eval.report import curves, markdown, plots
 from eval.report.collect import base_checkpoint, collect
 from eval.report.stats import paired_tests
@@ -51,9 +51,9 @@ def build_report(inputs: list[Path], out: Path, wandb_mode: str | None = None, p
     report, pending_steps = assemble(inputs)
     out.mkdir(parents=True, exist_ok=True)
     report["plots"] = plots.all_plots(report["series"], report["tasks"], pending_steps, out)
-    write_json_atomic(out / "report.json", report)
     md = out / "report.md"
-    md.write_text(markdown.render(report, notes), encoding="utf-8")
+    write_text_atomic(md, markdown.render(report, notes))
+    write_json_atomic(out / "report.json", report)  # last: a report.json means the whole report is there
     if wandb_mode:
         run_dirs = log_report(report, out, wandb_mode, project, group)
         if wandb_mode == "offline":

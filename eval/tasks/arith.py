@@ -218,6 +218,8 @@ class ArithTask(Task):
         """Distinct problems of a split in a fixed order (a prefix does not depend on `limit`)."""
         if split not in ("train", "test"):
             raise UserError(f"arith has no split {split!r}", "use 'train' or 'test'")
+        if limit is not None and limit < 0:
+            raise UserError(f"limit must be >= 0, got {limit}", "pass a non-negative limit or none")
         n = self.test_size if limit is None else limit
         rng = random.Random(f"arith-items:{self.seed}:{split}")
         items, seen, attempts = [], set(), 0
