@@ -170,7 +170,7 @@ def test_eval_killed_at_seeded_times_resumes_to_the_uninterrupted_records(tiny_m
     for attempt in range(20):
         launch = Launch(eval_cmd(tiny_model, out), python_env(tmp_path), tmp_path / f"attempt{attempt}")
         delay = None
-        if len(kills) < 7 and launch.wait_until(lambda: (out / "run.json").exists()):
+        if len(kills) < 8 and launch.wait_until(lambda: (out / "run.json").exists()):
             delay = rng.uniform(0, 0.7 * eval_reference["work_s"])
             launch.kill_after(delay)
         code = launch.finish()
@@ -312,10 +312,11 @@ def check_training_folder(out: Path) -> None:
         check_complete_json(eval_dir / "summary.json")
 
 
-def injected_kill(model: Path, out: Path, env: dict, at: str, log: Path) -> None:
+def injected_kill(model: Path, out: Path, env: dict, at: str, log: Path) -> str:
     launch = Launch(sft_cmd(model, out, hook=True), dict(env, KILL_AT_OPEN=f"{out / at}:1"), log)
     assert launch.finish() == -signal.SIGKILL, launch.stderr[-3000:]
     check_training_folder(out)
+    return launch.stderr
 
 
 @pytest.mark.slow
@@ -324,17 +325,25 @@ def test_training_killed_mid_save_mid_eval_and_at_seeded_times_resumes_to_the_un
     rng = random.Random(SEED)
     out = tmp_path / "run"
     env = python_env(tmp_path)
-    # injected: inside a checkpoint save, checkpoint-3 gets its weights but an empty trainer_state.json
-    injected_kill(tiny_model, out, env, "checkpoint-3/trainer_state.json", tmp_path / "mid_save")
-    assert (out / "checkpoint-3" / "model.safetensors").exists() and (out / "checkpoint-3" / "trainer_state.json").stat().st_size == 0
-    assert not (out / "eval" / "checkpoint-3").exists()  # never evaluated: its save did not finish
-    kills = [("checkpoint-3 trainer_state.json", sorted(complete_checkpoints(out)))]
-    # injected: inside checkpoint-4's inline eval (no on_save comes again for it after the restart)
-    injected_kill(tiny_model, out, env, "eval/checkpoint-4/baseline.jsonl", tmp_path / "mid_eval")
-    kills.append(("checkpoint-4 baseline.jsonl", sorted(complete_checkpoints(out))))
-    log = (tmp_path / "mid_eval.err").read_text()
-    assert "warning: skipping" in log and "checkpoint-3: trainer_state.json is truncated" in log  # resumed from checkpoint-2
-    assert (out / "eval" / "checkpoint-4" / "run.json").exists() and not (out / "eval" / "checkpoint-4" / "summary.json").exists()
+    # injected, each after the previous one's resume point:
+    # a save that just began: checkpoint-3 holds an empty config.json and no weights
+    injected_kill(tiny_model, out, env, "checkpoint-3/config.json", tmp_path / "save_begins")
+    assert not (out / "checkpoint-3" / "model.safetensors").exists()
+    # a save cut at its end: checkpoint-4 has its weights and an empty trainer_state.json
+    log = injected_kill(tiny_model, out, env, "checkpoint-4/trainer_state.json", tmp_path / "save_ends")
+    assert "warning: skipping" in log and "checkpoint-3: no trainer_state.json" in log  # resumed from checkpoint-2
+    assert (out / "checkpoint-4" / "model.safetensors").exists() and (out / "checkpoint-4" / "trainer_state.json").stat().st_size == 0
+    assert not (out / "eval" / "checkpoint-4").exists()  # never evaluated: its save did not finish
+    # an inline eval that just began, and one that was writing its summary (no on_save comes again for them)
+    log = injected_kill(tiny_model, out, env, "eval/checkpoint-5/baseline.jsonl", tmp_path / "eval_begins")
+    assert "checkpoint-4: trainer_state.json is truncated" in log  # resumed from checkpoint-3
+    assert (out / "eval" / "checkpoint-5" / "run.json").exists() and not (out / "eval" / "checkpoint-5" / "summary.json").exists()
+    injected_kill(tiny_model, out, env, "eval/checkpoint-6/.summary.json.tmp", tmp_path / "eval_ends")
+    assert (out / "eval" / "checkpoint-5" / "summary.json").exists()  # finished when training restarted
+    assert len(list(RecordStore(out / "eval" / "checkpoint-6" / "baseline.jsonl"))) == 4
+    assert not (out / "eval" / "checkpoint-6" / "summary.json").exists()
+    kills = [f"open {at}" for at in ("checkpoint-3/config.json", "checkpoint-4/trainer_state.json",
+                                     "eval/checkpoint-5/baseline.jsonl", "eval/checkpoint-6/.summary.json.tmp")]
 
     # by time: a seeded delay after each restart has saved one more checkpoint (lands in training, a save or an eval)
     for attempt in range(12):
@@ -349,11 +358,11 @@ def test_training_killed_mid_save_mid_eval_and_at_seeded_times_resumes_to_the_un
             break
         assert code == -signal.SIGKILL, launch.stderr[-3000:]
         check_training_folder(out)
-        kills.append((round(delay, 2), sorted(complete_checkpoints(out))))
+        kills.append(f"{delay:.2f} s after checkpoint {sorted(complete_checkpoints(out) - before)}")
     else:
         pytest.fail(f"training never finished after kills {kills}")
-    print(f"training: {len(kills)} kills survived (point, complete checkpoints after it): {kills}")
-    assert len(kills) >= 4, kills
+    print(f"training: {len(kills)} kills survived: {kills}")
+    assert len(kills) >= 5, kills
     assert training_results(out) == training_reference["results"]
 
 
