@@ -23,6 +23,14 @@ def need_data(relpath: str) -> Path:
     return path
 
 
+def need_capability(works: bool, what: str) -> None:
+    """A kernel/container capability: fails in CI (which has it), skips with a message elsewhere."""
+    if not works:
+        if IN_CI:
+            pytest.fail(f"{what} (CI machines support it)")
+        pytest.skip(what)
+
+
 def need_command(cmd: str, debian_package: str) -> str:
     """A system command: fails in CI when missing, skips with the install command elsewhere."""
     found = shutil.which(cmd)

@@ -9,7 +9,7 @@ import pytest
 from eval.errors import UserError
 from eval.sandbox import Program, Sandbox
 from eval.sandbox import isolation
-from tests.conftest import need_command
+from tests.conftest import need_capability, need_command
 
 ADD_TEST = "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(-5, 5) == 0\n"
 
@@ -161,8 +161,7 @@ def _network_probe(port):
 
 def test_unshare_fallback_isolates_network_and_environment(monkeypatch):
     need_command("unshare", "util-linux")
-    if not isolation.mode_works("unshare"):
-        pytest.skip("unshare cannot create namespaces in this container")
+    need_capability(isolation.mode_works("unshare"), "unshare cannot create namespaces in this container")
     monkeypatch.setenv("HF_TOKEN", "fake-hf-secret")
     server, connections = _loopback_server()
     with Sandbox(workers=1, timeout_s=3, isolation="unshare") as sandbox:

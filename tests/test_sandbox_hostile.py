@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from eval.sandbox import Program, Sandbox
-from tests.conftest import ROOT, need_command
+from tests.conftest import ROOT, need_capability, need_command
 
 SECRET = "fake-secret-7f3a9"
 MARKER_SLEEP = "1000.4242"  # `sleep 1000.4242`: a left-behind process is easy to find by its argument
@@ -249,8 +249,7 @@ def test_fallback_modes_give_no_false_pass(mode, loopback, tmp_path):
         need_command("unshare", "util-linux")
     from eval.sandbox import isolation
 
-    if not isolation.mode_works(mode):
-        pytest.skip(f"{mode} cannot start a process in this container")
+    need_capability(isolation.mode_works(mode), f"{mode} cannot start a process in this container")
     cases = {name: case for name, case in hostile_cases(loopback[0], tmp_path).items() if name not in NOT_CONTAINED[mode]}
     programs = [Program(code, test, entry, id=name) for name, (code, test, entry, _) in cases.items()]
     honest = [Program(code, test, entry, id=f"honest-{i}") for i, (code, test, entry, _) in enumerate(HONEST)]
