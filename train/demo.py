@@ -20,13 +20,11 @@ import contextlib
 import importlib
 import json
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes" / "demo"
@@ -357,18 +355,15 @@ def run_paradigm(paradigm: Paradigm, base: Path, out: Path, quick: bool, status:
             callback.evaluate(checkpoint, eval_root(output_dir) / checkpoint.name)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m train.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/demo", help="demo folder (default runs/demo); rerun to resume")
     parser.add_argument("--quick", action="store_true", help="every stage on a few steps and items (tests)")
     args = parser.parse_args(argv)
-    try:
-        run_demo(Path(args.out), quick=args.quick)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    run_demo(Path(args.out), quick=args.quick)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from train.config import run_main
+
+    run_main(main)
