@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	touch $@
 
 demo: install
-	$(PY) -m train.demo
+	$(PY) -m sustain demo
 
 test: install
 	$(PY) -m pytest -q -ra --durations=25 $(PYTEST_ARGS)

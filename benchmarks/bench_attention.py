@@ -39,8 +39,8 @@ def setup(variant: str, prompt_tokens: int, output_tokens: int):
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from eval.attention.reduce import span_attention_ids
-    from eval.attention.span import TokenSpan
+    from sustain.eval.attention.reduce import span_attention_ids
+    from sustain.eval.attention.span import TokenSpan
 
     model, prompt, output = build(prompt_tokens, output_tokens)
     span = TokenSpan(prompt, prompt_tokens - 40, prompt_tokens - 10)  # a constraint near the prompt's end

@@ -31,7 +31,7 @@ HOOK_SECONDS = [0.0]
 
 def time_hooks() -> None:
     """Accumulate the wall time spent in the callback's hooks."""
-    from train.callbacks import SustainEvalCallback
+    from sustain.train.callbacks import SustainEvalCallback
 
     for name in ("on_train_begin", "on_save", "on_log", "on_train_end"):
         original = getattr(SustainEvalCallback, name)
@@ -47,8 +47,8 @@ def time_hooks() -> None:
 
 
 def train_once(model: str, out: Path, mode: str, steps: int, save_steps: int) -> float:
-    from train import sft
-    from train.config import parse_recipe
+    from sustain.train import sft
+    from sustain.train.config import parse_recipe
 
     argv = ["--config", str(ROOT / "recipes" / "demo" / "sft.yaml"), "--model_name_or_path", model,
             "--output_dir", str(out), "--eval_mode", mode, "--max_steps", str(steps), "--save_steps", str(save_steps),
@@ -71,7 +71,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     if args.model is None:
-        from train.tiny import ensure_tiny_base
+        from sustain.train.tiny import ensure_tiny_base
 
         args.model = str(ensure_tiny_base(Path(os.environ.get("SUSTAIN_CACHE_DIR", ROOT / ".cache")) / "tiny-models"))
 

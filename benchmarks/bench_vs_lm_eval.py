@@ -35,9 +35,9 @@ generation_kwargs:
 
 
 def time_ours(model: str, items: int, max_new_tokens: int, batch_size: int) -> float:
-    from eval.config import EvalConfig
-    from eval.generators import make_generator
-    from eval.pipeline import Pipeline
+    from sustain.eval.config import EvalConfig
+    from sustain.eval.generators import make_generator
+    from sustain.eval.pipeline import Pipeline
 
     gen = make_generator("hf", model=model)
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,7 +78,7 @@ def main() -> None:
     except ImportError:
         sys.exit("lm-eval is not installed: pip install -e '.[bench]'")
     if a.model is None:
-        from train.tiny import ensure_tiny_base
+        from sustain.train.tiny import ensure_tiny_base
 
         a.model = str(ensure_tiny_base(ROOT / ".cache" / "tiny-models"))
     ours = time_ours(a.model, a.items, a.max_new_tokens, a.batch_size)

@@ -10,9 +10,9 @@ import json
 import random
 from pathlib import Path
 
-from eval.errors import UserError
-from eval.failures import analyse
-from eval.records import RecordStore
+from sustain.eval.errors import UserError
+from sustain.eval.failures import analyse
+from sustain.eval.records import RecordStore
 
 AUDIT_FIELDS = ("task", "item_id", "family", "category", "constraint_id", "constraint_text", "self_evident",
                 "verdict_detail", "original_output")

@@ -9,8 +9,8 @@ import re
 import sys
 import typing
 
-from eval.config import EvalConfig, from_dict, load_yaml
-from eval.errors import UserError
+from sustain.eval.config import EvalConfig, from_dict, load_yaml
+from sustain.eval.errors import run_entry
 
 
 def _field_comments(cls) -> dict[str, str]:
@@ -45,8 +45,8 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
 
 
 def cmd_eval(args) -> None:
-    from eval.pipeline import run_eval
-    from eval.report.console import print_summary
+    from sustain.eval.pipeline import run_eval
+    from sustain.eval.report.console import print_summary
 
     cfg = eval_config(args)
     summary = run_eval(cfg)
@@ -54,22 +54,22 @@ def cmd_eval(args) -> None:
 
 
 def cmd_audit(args) -> None:
-    from eval.audit import export_audit
+    from sustain.eval.audit import export_audit
 
     path = export_audit(args.run, n=args.n, seed=args.seed, fmt=args.format)
     print(f"audit sample written: {path}")
 
 
 def cmd_failures(args) -> None:
-    from eval.audit import export_failures
+    from sustain.eval.audit import export_failures
 
     path = export_failures(args.run)
     print(f"failure examples written: {path}")
 
 
 def cmd_summary(args) -> None:
-    from eval.summary import write_summary
-    from eval.report.console import print_summary
+    from sustain.eval.summary import write_summary
+    from sustain.eval.report.console import print_summary
 
     print_summary(write_summary(args.run), args.run)
 
@@ -77,7 +77,7 @@ def cmd_summary(args) -> None:
 def cmd_report(args) -> None:
     from pathlib import Path
 
-    from eval.report.build import build_report
+    from sustain.eval.report.build import build_report
 
     path = build_report([Path(p) for p in args.inputs], Path(args.out), wandb_mode=args.wandb,
                         project=args.wandb_project, group=args.wandb_group, notes=args.notes)
@@ -92,11 +92,11 @@ def _layer_list(text: str) -> list[int]:
 
 
 def cmd_attention(args) -> None:
-    from eval.attention.ablation_stage import AblationSettings, run_ablation_stage
-    from eval.attention.run_folder import local_generator, refuse_remote, run_config
-    from eval.attention.stage import run_attention_stage
-    from eval.scoring import fmt
-    from eval.summary import write_summary
+    from sustain.eval.attention.ablation_stage import AblationSettings, run_ablation_stage
+    from sustain.eval.attention.run_folder import local_generator, refuse_remote, run_config
+    from sustain.eval.attention.stage import run_attention_stage
+    from sustain.eval.scoring import fmt
+    from sustain.eval.summary import write_summary
 
     cfg = run_config(args.run)
     refuse_remote(cfg, args.run)
@@ -175,15 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except UserError as exc:
-        print(f"sustain: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("sustain: interrupted; records so far are kept, rerun the same command to resume", file=sys.stderr)
-        return 130
-    return 0
+    return run_entry(args.func, args)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from eval.errors import UserError
+from sustain.eval.errors import UserError
 
 T = TypeVar("T")
 

@@ -21,13 +21,13 @@ from typing import Iterable
 
 from tqdm.auto import tqdm
 
-from eval import constraints as C
-from eval.config import EvalConfig
-from eval.errors import UserError
-from eval.generators import Generator, SamplingConfig, make_generator
-from eval.records import RecordStore, write_json_atomic
-from eval.summary import write_summary
-from eval.tasks import Item, Task, get_task
+from sustain.eval import constraints as C
+from sustain.eval.config import EvalConfig
+from sustain.eval.errors import UserError
+from sustain.eval.generators import Generator, SamplingConfig, make_generator
+from sustain.eval.records import RecordStore, write_json_atomic
+from sustain.eval.summary import write_summary
+from sustain.eval.tasks import Item, Task, get_task
 
 
 
@@ -129,11 +129,11 @@ class Pipeline:
             self.extract()
             self.constrained_run()
             if self.cfg.attention:  # the model is loaded only if records are missing
-                from eval.attention.stage import run_attention_stage
+                from sustain.eval.attention.stage import run_attention_stage
 
                 run_attention_stage(self.out, lambda: self.generator, layers=self.cfg.attention_layers)
             if self.cfg.ablation:
-                from eval.attention.ablation_stage import AblationSettings, run_ablation_stage
+                from sustain.eval.attention.ablation_stage import AblationSettings, run_ablation_stage
 
                 run_ablation_stage(self.out, lambda: self.generator, AblationSettings.from_config(self.cfg))
         finally:

@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from eval import faults
-from eval.errors import UserError
+from sustain.eval import faults
+from sustain.eval.errors import UserError
 
 Key = tuple[str, str, str]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import inspect
 from importlib import import_module
 
-from eval.errors import UserError
+from sustain.eval.errors import UserError
 
 
 def build(registry: dict[str, str], name: str, kind: str, **options):

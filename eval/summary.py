@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from eval.errors import UserError
-from eval.failures import analyse
-from eval.records import RecordStore, write_json_atomic
-from eval.scoring import grouped, proportion
+from sustain.eval.errors import UserError
+from sustain.eval.failures import analyse
+from sustain.eval.records import RecordStore, write_json_atomic
+from sustain.eval.scoring import grouped, proportion
 
 
 def _read(path: Path) -> list[dict]:
@@ -24,7 +24,7 @@ def write_summary(out: str | Path) -> dict:
     attention = out / "attention_summary.json"
     if attention.exists():
         summary["attention"] = json.loads(attention.read_text())
-    if (out / "ablation_summary.json").exists():  # the causal ablation (eval.attention.ablation_stage)
+    if (out / "ablation_summary.json").exists():  # the causal ablation (sustain.eval.attention.ablation_stage)
         summary["ablation"] = json.loads((out / "ablation_summary.json").read_text())
     write_json_atomic(out / "summary.json", summary)
     return summary

@@ -208,7 +208,7 @@ done
 eval_setting=none; [ "$eval_mode" = inline ] && eval_setting=inline
 set_args=()
 for pair in "${sets[@]}" "model_name_or_path=$base" "eval_mode=$eval_setting"; do set_args+=(--set "$pair"); done
-mapfile -t plans < <("$PY" -m train.recipe_value write "${set_args[@]}" "${write_args[@]}"; echo "rc=$?")
+mapfile -t plans < <("$PY" -m sustain recipe-value write "${set_args[@]}" "${write_args[@]}"; echo "rc=$?")
 [ "${plans[*]: -1}" = rc=0 ] || exit 2  # the parser has printed the problem
 unset 'plans[-1]'
 

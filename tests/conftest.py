@@ -49,6 +49,6 @@ CACHE_DIR = Path(os.environ.get("SUSTAIN_CACHE_DIR", ROOT / ".cache"))
 def tiny_model() -> Path:
     """The offline tiny base model trained on `arith` (train/tiny.py), built once and cached
     across sessions under .cache/ (git-ignored); a first build takes a few minutes on 2 cores."""
-    from train.tiny import ensure_tiny_base
+    from sustain.train.tiny import ensure_tiny_base
 
     return ensure_tiny_base(CACHE_DIR / "tiny-models")

@@ -1,5 +1,5 @@
 """Test doubles shared by several test files."""
-from eval.generators import Generator
+from sustain.eval.generators import Generator
 
 
 class NoCalls(Generator):

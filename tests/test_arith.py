@@ -3,9 +3,9 @@ import random
 
 import pytest
 
-from eval.errors import UserError
-from eval.tasks import get_task
-from eval.tasks.arith import INSTRUCTIONS, ArithTask, add_instruction
+from sustain.eval.errors import UserError
+from sustain.eval.tasks import get_task
+from sustain.eval.tasks.arith import INSTRUCTIONS, ArithTask, add_instruction
 
 
 def problem(item):

@@ -5,8 +5,8 @@ import pytest
 import torch
 from attention_tiny import attention_dominated, chat_tokenizer, render, sharpen, tiny_model
 
-from eval.attention import ablate_generate, constraint_char_span, locate_constraint, scaled_span_attention
-from eval.errors import UserError
+from sustain.eval.attention import ablate_generate, constraint_char_span, locate_constraint, scaled_span_attention
+from sustain.eval.errors import UserError
 
 CONSTRAINT = "Answer in at most 50 words."
 AFTER = 5

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from eval.attention import summarise_attention
-from eval.errors import UserError
+from sustain.eval.attention import summarise_attention
+from sustain.eval.errors import UserError
 
 
 def records(n_failed: int, n_solved: int, late_gap: float, seed: int = 0, task: str = "gsm8k") -> list[dict]:

@@ -5,9 +5,9 @@ import pytest
 import torch
 from attention_tiny import chat_tokenizer, render, sharpen, tiny_model
 
-from eval.attention import constraint_char_span, locate_constraint, span_attention, token_span
-from eval.attention.reduce import build_batch
-from eval.errors import UserError
+from sustain.eval.attention import constraint_char_span, locate_constraint, span_attention, token_span
+from sustain.eval.attention.reduce import build_batch
+from sustain.eval.errors import UserError
 
 CONSTRAINT = "Answer in at most 50 words."
 CASES = [  # (user text, system prompt or None for the template's default, output) of different lengths

@@ -6,7 +6,7 @@ import torch
 from attention_tiny import chat_tokenizer, render, tiny_model
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from eval.attention import constraint_char_span, locate_constraint, span_attention
+from sustain.eval.attention import constraint_char_span, locate_constraint, span_attention
 
 CONSTRAINT = "Use exactly three sentences."
 SIGNAL_DIM = 3  # a head dimension whose RoPE pair barely rotates when rope_theta is huge

@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.attention.ablation_stage import AblationSettings, run_ablation_stage
-from eval.attention.run_folder import prompt_span
-from eval.attention.stage import run_attention_stage
-from eval.config import EvalConfig
-from eval.errors import UserError
-from eval.generators.hf import HFGenerator
-from eval.pipeline import run_eval
-from eval.records import RecordStore, record_key
-from eval.summary import write_summary
-from eval.tasks import get_task
+from sustain.eval.attention.ablation_stage import AblationSettings, run_ablation_stage
+from sustain.eval.attention.run_folder import prompt_span
+from sustain.eval.attention.stage import run_attention_stage
+from sustain.eval.config import EvalConfig
+from sustain.eval.errors import UserError
+from sustain.eval.generators.hf import HFGenerator
+from sustain.eval.pipeline import run_eval
+from sustain.eval.records import RecordStore, record_key
+from sustain.eval.summary import write_summary
+from sustain.eval.tasks import get_task
 from fakes import NoCalls
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,7 +203,7 @@ def test_ablation_records_summary_and_resume(finished_run, generator, tmp_path):
 
 
 def sustain(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "eval.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "sustain", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
 
 

@@ -2,7 +2,7 @@
 a non-zero exit, and nothing already computed lost.
 
 Most cases call the entry points' main() in this process (a Python start with torch costs seconds
-here); a few run the real `python -m eval.cli` / `python -m train.sft` processes to prove the same
+here); a few run the real `sustain` / `sustain train sft` processes to prove the same
 holds end to end.
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from eval.cli import main as sustain
-from eval.records import RecordStore
-from eval.tasks.arith import ArithTask
+from sustain.eval.cli import main as sustain
+from sustain.eval.records import RecordStore
+from sustain.eval.tasks.arith import ArithTask
 from scripted_llm import ScriptedLLM
 from test_secrets import ArithServer
 from tests.conftest import ROOT
@@ -233,7 +233,7 @@ def test_bad_constraint_stage_settings_keep_the_baseline(server, tmp_path, capsy
 def training_error(module: str, argv: list[str], capsys) -> str:
     import importlib
 
-    from train.config import run_main
+    from sustain.train.config import run_main
 
     entry = importlib.import_module(module)
     capsys.readouterr()
@@ -247,21 +247,21 @@ RECIPE = "max_steps: 2\nper_device_train_batch_size: 4\ndataset_size: 16\nreport
 
 # id -> (module, recipe text or None for a good one, extra flags, what the line must name)
 TRAIN_CASES = {
-    "recipe unknown key": ("train.sft", RECIPE + "learning_rat: 0.1\n", [], ["unknown key 'learning_rat'", "did you mean learning_rate"]),
-    "recipe not a mapping": ("train.sft", "- max_steps\n", [], ["must hold a flat mapping"]),
-    "recipe not UTF-8": ("train.sft", "run_name: caf\xe9\n".encode("latin-1"), [], ["is not valid YAML", "decode"]),
-    "recipe wrong type": ("train.sft", RECIPE.replace("max_steps: 2", "max_steps: two"), [],
+    "recipe unknown key": ("sustain.train.sft", RECIPE + "learning_rat: 0.1\n", [], ["unknown key 'learning_rat'", "did you mean learning_rate"]),
+    "recipe not a mapping": ("sustain.train.sft", "- max_steps\n", [], ["must hold a flat mapping"]),
+    "recipe not UTF-8": ("sustain.train.sft", "run_name: caf\xe9\n".encode("latin-1"), [], ["is not valid YAML", "decode"]),
+    "recipe wrong type": ("sustain.train.sft", RECIPE.replace("max_steps: 2", "max_steps: two"), [],
                           ["invalid recipe value", "--max_steps", "invalid int value: 'two'", "--help"]),
-    "flag wrong type": ("train.sft", RECIPE, ["--learning_rate", "fast"], ["invalid float value: 'fast'"]),
-    "flag unknown": ("train.sft", RECIPE, ["--lerning_rate", "1"], ["unknown key 'lerning_rate' in the command line"]),
-    "unknown eval_mode": ("train.sft", RECIPE, ["--eval_mode", "always"], ["unknown eval_mode 'always'"]),
-    "negative eval_limit": ("train.sft", RECIPE, ["--eval_mode", "inline", "--eval_limit", "-2"], ["eval_limit must be >= 0"]),
-    "eval_data without =": ("train.sft", RECIPE, ["--eval_data", "gsm8k"], ["expected key=value, got 'gsm8k'"]),
-    "unknown reward": ("train.grpo", RECIPE + "num_generations: 2\n", ["--reward_funcs", "vibes"], ["unknown reward function 'vibes'"]),
-    "dataset missing a column": ("train.sft", RECIPE, ["--dataset", "{bad}/no_answer.jsonl"], ["lacks column"]),
-    "empty dataset": ("train.sft", RECIPE, ["--dataset", "{bad}/empty.jsonl"], ["data file is empty"]),
-    "model without weights": ("train.sft", RECIPE, ["--model_name_or_path", "{bad}/no_weights"], ["cannot load model", "no file named"]),
-    "model with truncated weights": ("train.sft", RECIPE, ["--model_name_or_path", "{bad}/cut_weights"],
+    "flag wrong type": ("sustain.train.sft", RECIPE, ["--learning_rate", "fast"], ["invalid float value: 'fast'"]),
+    "flag unknown": ("sustain.train.sft", RECIPE, ["--lerning_rate", "1"], ["unknown key 'lerning_rate' in the command line"]),
+    "unknown eval_mode": ("sustain.train.sft", RECIPE, ["--eval_mode", "always"], ["unknown eval_mode 'always'"]),
+    "negative eval_limit": ("sustain.train.sft", RECIPE, ["--eval_mode", "inline", "--eval_limit", "-2"], ["eval_limit must be >= 0"]),
+    "eval_data without =": ("sustain.train.sft", RECIPE, ["--eval_data", "gsm8k"], ["expected key=value, got 'gsm8k'"]),
+    "unknown reward": ("sustain.train.grpo", RECIPE + "num_generations: 2\n", ["--reward_funcs", "vibes"], ["unknown reward function 'vibes'"]),
+    "dataset missing a column": ("sustain.train.sft", RECIPE, ["--dataset", "{bad}/no_answer.jsonl"], ["lacks column"]),
+    "empty dataset": ("sustain.train.sft", RECIPE, ["--dataset", "{bad}/empty.jsonl"], ["data file is empty"]),
+    "model without weights": ("sustain.train.sft", RECIPE, ["--model_name_or_path", "{bad}/no_weights"], ["cannot load model", "no file named"]),
+    "model with truncated weights": ("sustain.train.sft", RECIPE, ["--model_name_or_path", "{bad}/cut_weights"],
                                      ["cannot load model", "incomplete metadata"]),
 }
 
@@ -285,13 +285,13 @@ def run_cli(args: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_real_entry_points_exit_2_with_one_line(bad, tiny_model, tmp_path):
-    proc = run_cli(["eval.cli", "eval", "--model", str(bad / "cut_weights"), "--limit", "2", "--out", str(tmp_path / "o")])
+    proc = run_cli(["sustain", "eval", "--model", str(bad / "cut_weights"), "--limit", "2", "--out", str(tmp_path / "o")])
     assert proc.returncode == 2
     assert_one_line_error(proc.stderr, "sustain: error: cannot load model folder", "incomplete metadata")
-    proc = run_cli(["eval.cli", "eval", "--config", str(bad / "list.yaml")])
+    proc = run_cli(["sustain", "eval", "--config", str(bad / "list.yaml")])
     assert proc.returncode == 2 and proc.stdout == ""
     assert_one_line_error(proc.stderr, "must hold a mapping")
     recipe = write(tmp_path / "r.yaml", RECIPE.replace("max_steps: 2", "max_steps: two"))
-    proc = run_cli(["train.sft", "--config", str(recipe), "--model_name_or_path", str(tiny_model), "--output_dir", str(tmp_path / "t")])
+    proc = run_cli(["sustain", "train", "sft", "--config", str(recipe), "--model_name_or_path", str(tiny_model), "--output_dir", str(tmp_path / "t")])
     assert proc.returncode == 2
-    assert_one_line_error(proc.stderr, "error: invalid recipe value", "invalid int value: 'two'")
+    assert_one_line_error(proc.stderr, "sustain: error: invalid recipe value", "invalid int value: 'two'")

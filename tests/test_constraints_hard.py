@@ -5,11 +5,11 @@ import re
 
 import pytest
 
-from eval.constraints import (
+from sustain.eval.constraints import (
     Constraint, check_category, check_hard, choose_constraints, extract_hard, kept_constraints, make_hard, render,
 )
-from eval.constraints.hard import HARD_INSTRUCTION_IDS
-from eval.errors import UserError
+from sustain.eval.constraints.hard import HARD_INSTRUCTION_IDS
+from sustain.eval.errors import UserError
 
 GSM8K_Q = ("Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. "
            "How much did she earn?")

@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from eval.constraints import Constraint, SoftExtractor, kept_constraints
-from eval.constraints.soft import parse_constraint_list, parse_json_reply, parse_verdict
-from eval.errors import UserError
-from eval.generators.base import Generation, Generator, SamplingConfig
+from sustain.eval.constraints import Constraint, SoftExtractor, kept_constraints
+from sustain.eval.constraints.soft import parse_constraint_list, parse_json_reply, parse_verdict
+from sustain.eval.errors import UserError
+from sustain.eval.generators.base import Generation, Generator, SamplingConfig
 
 QUESTION = "Tom has 23 apples and buys 45 more. How many apples does he have?"
 OUTPUT = "<think>add them</think>First add the two amounts: 23 + 45 = 68.\nThe answer is 68."

@@ -1,4 +1,4 @@
-"""`python -m train.demo`: every stage end to end on --quick, a rerun that redoes nothing, and the demo's design."""
+"""`sustain demo`: every stage end to end on --quick, a rerun that redoes nothing, and the demo's design."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import train.demo as demo
-from eval.tasks.arith import INSTRUCTIONS
+import sustain.train.demo as demo
+from sustain.eval.tasks.arith import INSTRUCTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = [p.name for p in demo.PARADIGMS]
@@ -20,7 +20,7 @@ NAMES = [p.name for p in demo.PARADIGMS]
 def run_demo(out: Path, cache_root: Path, wandb_dir: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(SUSTAIN_CACHE_DIR=str(cache_root), WANDB_DIR=str(wandb_dir), TOKENIZERS_PARALLELISM="false")
-    proc = subprocess.run([sys.executable, "-m", "train.demo", "--quick", "--out", str(out)], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "sustain", "demo", "--quick", "--out", str(out)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
@@ -93,6 +93,6 @@ def test_a_resumed_paradigm_does_not_hand_its_wandb_run_to_the_next(monkeypatch)
     monkeypatch.delenv("WANDB_RUN_ID", raising=False)
     monkeypatch.setenv("WANDB_RESUME", "never")
     with demo.own_wandb_run():
-        os.environ["WANDB_RUN_ID"] = "sft-run"  # what train.callbacks.resume_wandb_run does on a restart
+        os.environ["WANDB_RUN_ID"] = "sft-run"  # what sustain.train.callbacks.resume_wandb_run does on a restart
         os.environ["WANDB_RESUME"] = "allow"
     assert "WANDB_RUN_ID" not in os.environ and os.environ["WANDB_RESUME"] == "never"

@@ -1,4 +1,4 @@
-"""train.eval_checkpoint: which checkpoint an array task evaluates, what it skips, and that the eval
+"""sustain.train.eval_checkpoint: which checkpoint an array task evaluates, what it skips, and that the eval
 settings are the recipe's."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from train import eval_checkpoint
-from train.eval_checkpoint import evaluate_run, main, run_checkpoints
+from sustain.train import eval_checkpoint
+from sustain.train.eval_checkpoint import evaluate_run, main, run_checkpoints
 
 RECIPE = "model_name_or_path: unused\neval_tasks: [arith]\neval_limit: 3\neval_max_new_tokens: 16\neval_seed: 7\n"
 
@@ -43,7 +43,7 @@ def recorded(monkeypatch):
         (Path(cfg.out) / "summary.json").write_text(json.dumps({"model": cfg.model}))
         return {}
 
-    monkeypatch.setattr("eval.pipeline.run_eval", fake_run_eval)
+    monkeypatch.setattr("sustain.eval.pipeline.run_eval", fake_run_eval)
     return calls
 
 
@@ -81,7 +81,7 @@ def test_an_index_past_the_last_checkpoint_is_not_an_error(run_dir, recipe, reco
     (["--run", "/nonexistent/run", "--recipe", "r.yaml"], "does not exist"),
 ])
 def test_usage_mistakes_are_one_line_errors(argv, message, capsys):
-    from train.config import run_main
+    from sustain.train.config import run_main
 
     with pytest.raises(SystemExit) as exit_info:
         run_main(lambda: main(argv))
@@ -90,7 +90,7 @@ def test_usage_mistakes_are_one_line_errors(argv, message, capsys):
 
 
 def test_a_missing_recipe_is_named(run_dir, tmp_path, capsys):
-    from train.config import run_main
+    from sustain.train.config import run_main
 
     with pytest.raises(SystemExit):
         run_main(lambda: main(["--run", str(run_dir), "--recipe", str(tmp_path / "nope.yaml")]))

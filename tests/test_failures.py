@@ -1,4 +1,4 @@
-from eval.failures import classify, gold_in_output, has_meta_commentary
+from sustain.eval.failures import classify, gold_in_output, has_meta_commentary
 
 
 def rec(**kw):

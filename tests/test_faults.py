@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.records import RecordStore
+from sustain.eval.records import RecordStore
 from tests.conftest import ROOT
 
 STAGES = ("baseline.jsonl", "constraints.jsonl", "constrained.jsonl")
@@ -148,7 +148,7 @@ def summary_without_paths(path: Path) -> dict:
 
 
 def eval_cmd(model: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "eval.cli", "eval", "--model", str(model), "--out", str(out), *EVAL_FLAGS]
+    return [sys.executable, "-m", "sustain", "eval", "--model", str(model), "--out", str(out), *EVAL_FLAGS]
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +273,7 @@ def sft_recipe(folder: Path) -> Path:
 
 def sft_cmd(model: Path, out: Path, hook: bool = False) -> list[str]:
     entry = ["-c", KILL_AT_OPEN] if hook else ["-m"]
-    return [sys.executable, *entry, "train.sft", "--config", str(sft_recipe(out.parent)),
+    return [sys.executable, *entry, "sustain", "train", "sft", "--config", str(sft_recipe(out.parent)),
             "--model_name_or_path", str(model), "--output_dir", str(out), *SFT_FLAGS]
 
 
@@ -301,7 +301,7 @@ def training_reference(tiny_model, tmp_path_factory):
 
 def check_training_folder(out: Path) -> None:
     """After a kill: a checkpoint cut short is never the one a resume would pick; eval records are whole."""
-    from train.sft import last_checkpoint
+    from sustain.train.sft import last_checkpoint
 
     resume = last_checkpoint(str(out))
     if resume is not None:
@@ -367,7 +367,7 @@ def test_training_killed_mid_save_mid_eval_and_at_seeded_times_resumes_to_the_un
 
 
 def test_last_checkpoint_skips_folders_whose_save_was_cut_short(tiny_model, tmp_path, capsys):
-    from train.sft import last_checkpoint
+    from sustain.train.sft import last_checkpoint
 
     def checkpoint(step: int, state: str | None = '{"global_step": 1}', cut_weights: bool = False) -> Path:
         folder = tmp_path / f"checkpoint-{step}"
@@ -404,7 +404,7 @@ def test_last_checkpoint_skips_folders_whose_save_was_cut_short(tiny_model, tmp_
 
 def report_cmd(inputs: Path, out: Path, hook: bool = False) -> list[str]:
     entry = ["-c", KILL_AT_OPEN] if hook else ["-m"]
-    return [sys.executable, *entry, "eval.cli", "report", str(inputs), "--out", str(out)]
+    return [sys.executable, *entry, "sustain", "report", str(inputs), "--out", str(out)]
 
 
 def listing(folder: Path) -> list[str]:
@@ -423,7 +423,7 @@ def check_report_folder(out: Path, reference: Path) -> None:
 
 @pytest.mark.slow
 def test_report_killed_at_seeded_times_and_file_opens_resumes_to_the_same_report(training_reference, tmp_path):
-    from eval.cli import main
+    from sustain.eval.cli import main
 
     inputs = training_reference["out"]
     reference = tmp_path / "reference"

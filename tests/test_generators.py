@@ -10,14 +10,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from eval.errors import UserError
-from eval.generators import make_generator
-from eval.generators.base import SamplingConfig
-from eval.generators.chat import PLAIN_CHAT_TEMPLATE
-from eval.generators.hf import HFGenerator
-from eval.generators.openai_http import OpenAIGenerator
-from eval.tasks.arith import ArithTask
-from train.tiny import save_untrained
+from sustain.eval.errors import UserError
+from sustain.eval.generators import make_generator
+from sustain.eval.generators.base import SamplingConfig
+from sustain.eval.generators.chat import PLAIN_CHAT_TEMPLATE
+from sustain.eval.generators.hf import HFGenerator
+from sustain.eval.generators.openai_http import OpenAIGenerator
+from sustain.eval.tasks.arith import ArithTask
+from sustain.train.tiny import save_untrained
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi"}],
@@ -232,7 +232,7 @@ def test_openai_unreachable_is_one_line_with_the_fix():
 
 
 def test_vllm_missing_is_a_user_error(monkeypatch):
-    from eval.generators.vllm_backend import VLLMGenerator  # the module imports without vllm
+    from sustain.eval.generators.vllm_backend import VLLMGenerator  # the module imports without vllm
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail even where it is installed
     with pytest.raises(UserError, match=r"vllm is not installed \(fix: pip install 'sustain-suite\[vllm\]' on a GPU machine\)"):
@@ -257,7 +257,7 @@ def test_vllm_maps_sampling_config_and_outputs(monkeypatch, untrained_dir):
 
     fake = types.SimpleNamespace(LLM=FakeLLM, SamplingParams=lambda **kw: types.SimpleNamespace(**kw))
     monkeypatch.setitem(sys.modules, "vllm", fake)
-    from eval.generators.vllm_backend import VLLMGenerator
+    from sustain.eval.generators.vllm_backend import VLLMGenerator
 
     gen = VLLMGenerator(str(untrained_dir), seed=5)
     out = gen.generate(CONVERSATIONS[:2], SamplingConfig(max_new_tokens=9, temperature=0.5, top_p=0.9, stop=["="], seed=2))

@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from eval.errors import UserError
-from eval.tasks.answers import extract_math_answer, math_answers_match
-from eval.tasks.base import Item
-from eval.tasks.gsm8k import GSM8KTask
+from sustain.eval.errors import UserError
+from sustain.eval.tasks.answers import extract_math_answer, math_answers_match
+from sustain.eval.tasks.base import Item
+from sustain.eval.tasks.gsm8k import GSM8KTask
 from conftest import ROOT, need_data
 
 
@@ -148,7 +148,7 @@ def test_solution_without_final_marker_is_a_user_error(tmp_path):
 def test_unreachable_hub_is_a_one_line_user_error(tmp_path):
     # Offline mode and an empty cache make the hub path fail the way it does on a machine without network.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
-    code = "from eval.tasks.gsm8k import GSM8KTask\ntry:\n GSM8KTask().load()\nexcept Exception as e:\n print(type(e).__name__, e)"
+    code = "from sustain.eval.tasks.gsm8k import GSM8KTask\ntry:\n GSM8KTask().load()\nexcept Exception as e:\n print(type(e).__name__, e)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.stdout.startswith("UserError the hub is unreachable for dataset 'openai/gsm8k'"), out.stdout + out.stderr
     assert "pass a local JSONL path" in out.stdout and len(out.stdout.strip().splitlines()) == 1

@@ -3,9 +3,9 @@ import json
 import pytest
 from conftest import need_data
 
-from eval.errors import UserError
-from eval.tasks.base import Item, read_jsonl
-from eval.tasks.hotpotqa import HotpotQATask, from_hub_row, normalize_answer, render_prompt, token_f1
+from sustain.eval.errors import UserError
+from sustain.eval.tasks.base import Item, read_jsonl
+from sustain.eval.tasks.hotpotqa import HotpotQATask, from_hub_row, normalize_answer, render_prompt, token_f1
 
 DEV = "hotpotqa/dev_distractor_first103.jsonl"
 

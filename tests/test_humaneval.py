@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from eval.errors import UserError
-from eval.tasks import get_task
-from eval.tasks.humaneval import HumanEvalTask, extract_code
+from sustain.eval.errors import UserError
+from sustain.eval.tasks import get_task
+from sustain.eval.tasks.humaneval import HumanEvalTask, extract_code
 from tests.conftest import need_command
 
 

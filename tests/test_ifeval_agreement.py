@@ -13,8 +13,8 @@ from collections import Counter
 
 import nltk
 
-from eval.constraints import ifeval_layer
-from eval.constraints.hard import HARD_INSTRUCTION_IDS
+from sustain.eval.constraints import ifeval_layer
+from sustain.eval.constraints.hard import HARD_INSTRUCTION_IDS
 from tests.conftest import need_data
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from eval.config import EvalConfig
-from eval.errors import UserError
-from eval.pipeline import run_eval
-from eval.records import RecordStore
+from sustain.eval.config import EvalConfig
+from sustain.eval.errors import UserError
+from sustain.eval.pipeline import run_eval
+from sustain.eval.records import RecordStore
 from fakes import NoCalls
 from scripted_llm import ScriptedLLM
 

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from eval.errors import UserError
-from train.config import parse_recipe
+from sustain.eval.errors import UserError
+from sustain.train.config import parse_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if p.parent.name != "accelerate")
@@ -33,7 +33,7 @@ def test_recipe_parses(recipe, tmp_path):
     assert script.recipe == str(recipe.resolve())
     assert trainer.save_strategy == "steps" and trainer.save_steps > 0
     if kind_of(recipe) == "grpo":
-        from train.rewards import get_rewards
+        from sustain.train.rewards import get_rewards
 
         get_rewards(script.reward_funcs)  # every named reward exists
         # TRL's own divisibility rule for one process
@@ -61,7 +61,7 @@ def test_unknown_yaml_key_names_it_and_the_valid_ones(tmp_path, kind, text, key,
     with pytest.raises(UserError) as err:
         parse_recipe(kind, ["--config", write(tmp_path, text)])
     message = str(err.value)
-    assert "\n" not in message and repr(key) in message and f"python -m train.{kind} --help" in message
+    assert "\n" not in message and repr(key) in message and f"sustain train {kind} --help" in message
     if hint:
         assert f"did you mean {hint}" in message
 
@@ -84,11 +84,11 @@ def test_bad_values_are_one_line_errors(tmp_path):
 
 def test_entry_point_prints_one_line_and_no_traceback(tmp_path):
     recipe = write(tmp_path, "model_name_or_path: m\nlearning_rat: 1\n")
-    proc = subprocess.run([sys.executable, "-m", "train.sft", "--config", recipe], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "sustain", "train", "sft", "--config", recipe], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("sustain: error:")]
     assert len(errors) == 1 and "learning_rat" in errors[0]
 
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from eval.errors import UserError
-from eval.records import RecordStore, write_json_atomic
+from sustain.eval.errors import UserError
+from sustain.eval.records import RecordStore, write_json_atomic
 
 
 def rec(i, cond="base"):

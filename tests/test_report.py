@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from scipy.stats import binomtest
 
-from eval.errors import UserError
-from eval.records import RecordStore, write_json_atomic
-from eval.report.build import build_report
-from eval.report.stats import mcnemar
-from eval.summary import summarise
+from sustain.eval.errors import UserError
+from sustain.eval.records import RecordStore, write_json_atomic
+from sustain.eval.report.build import build_report
+from sustain.eval.report.stats import mcnemar
+from sustain.eval.summary import summarise
 
 TASKS = ("gsm8k", "hotpotqa")
 N_ITEMS = 30
@@ -223,7 +223,7 @@ def test_notes_section_is_added(root: Path, tmp_path: Path):
 def test_wandb_report_blocks_show_the_group_by_checkpoint_step(built):
     import wandb_workspaces.reports.v2 as wr
 
-    from eval.report.wandb_log import report_blocks
+    from sustain.eval.report.wandb_log import report_blocks
 
     report = built[1]
     findings, grid = report_blocks(report, "proj", "ent", "g1", wr)
@@ -235,7 +235,7 @@ def test_wandb_report_blocks_show_the_group_by_checkpoint_step(built):
 
 
 def test_wandb_rows_skip_undefined_values_and_carry_intervals(built):
-    from eval.report.wandb_log import _rows
+    from sustain.eval.report.wandb_log import _rows
 
     rows = {r["checkpoint_step"]: r for r in _rows(built[1]["series"]["sft"])}
     assert sorted(rows) == [0, 100, 200]  # the pending step 300 is not logged

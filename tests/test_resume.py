@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.records import RecordStore
+from sustain.eval.records import RecordStore
 
 STAGES = ("baseline.jsonl", "constraints.jsonl", "constrained.jsonl")
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +20,7 @@ def sustain_eval(model: Path, out: Path, kill_at: int | None = None) -> subproce
     env.pop("SUSTAIN_KILL_AT_WRITE", None)
     if kill_at:
         env["SUSTAIN_KILL_AT_WRITE"] = str(kill_at)
-    cmd = [sys.executable, "-m", "eval.cli", "eval", "--model", str(model), "--tasks", "arith", "--limit", "24",
+    cmd = [sys.executable, "-m", "sustain", "eval", "--model", str(model), "--tasks", "arith", "--limit", "24",
            "--k-max", "2", "--max-new-tokens", "48", "--batch-size", "4", "--out", str(out)]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 

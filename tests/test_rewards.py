@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from eval.constraints import make_hard
-from eval.errors import UserError
-from train.rewards import REWARDS, accuracy, answer_format, constrained_accuracy, constraints, get_rewards, think_format
+from sustain.eval.constraints import make_hard
+from sustain.eval.errors import UserError
+from sustain.train.rewards import REWARDS, accuracy, answer_format, constrained_accuracy, constraints, get_rewards, think_format
 
 
 def chat(text: str) -> list[dict]:
@@ -80,7 +80,7 @@ TESTS = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert cand
 
 
 def test_code_reward_runs_the_tests_and_cannot_be_gamed_by_an_early_exit():
-    from train.rewards import code
+    from sustain.train.rewards import code
 
     completions = [
         chat("```python\ndef add(a, b):\n    return a + b\n```"),  # right

@@ -6,9 +6,9 @@ import threading
 import psutil
 import pytest
 
-from eval.errors import UserError
-from eval.sandbox import Program, Sandbox
-from eval.sandbox import isolation
+from sustain.eval.errors import UserError
+from sustain.eval.sandbox import Program, Sandbox
+from sustain.eval.sandbox import isolation
 from tests.conftest import need_capability, need_command
 
 ADD_TEST = "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(-5, 5) == 0\n"
@@ -176,7 +176,7 @@ def test_unshare_fallback_isolates_network_and_environment(monkeypatch):
 
 
 def test_rlimits_fallback_limits_and_warns(caplog):
-    with caplog.at_level(logging.WARNING, logger="eval.sandbox.isolation"):
+    with caplog.at_level(logging.WARNING, logger="sustain.eval.sandbox.isolation"):
         sandbox = Sandbox(workers=1, timeout_s=2, memory_mb=256, isolation="rlimits")
     assert "no network or file-system isolation" in caplog.text
     with sandbox:
@@ -193,7 +193,7 @@ def test_auto_prefers_bubblewrap():
 
 def test_auto_falls_back_with_a_warning_when_no_tool_works(monkeypatch, caplog):
     monkeypatch.setattr(isolation, "mode_works", lambda mode: mode == "rlimits")
-    with caplog.at_level(logging.WARNING, logger="eval.sandbox.isolation"):
+    with caplog.at_level(logging.WARNING, logger="sustain.eval.sandbox.isolation"):
         assert isolation.resolve_mode("auto") == "rlimits"
     assert "resource limits only" in caplog.text
     with pytest.raises(UserError, match="bwrap"):

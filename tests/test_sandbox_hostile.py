@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from eval.sandbox import Program, Sandbox
+from sustain.eval.sandbox import Program, Sandbox
 from tests.conftest import ROOT, need_capability, need_command
 
 SECRET = "fake-secret-7f3a9"
@@ -247,7 +247,7 @@ NOT_CONTAINED = {
 def test_fallback_modes_give_no_false_pass(mode, loopback, tmp_path):
     if mode == "unshare":
         need_command("unshare", "util-linux")
-    from eval.sandbox import isolation
+    from sustain.eval.sandbox import isolation
 
     need_capability(isolation.mode_works(mode), f"{mode} cannot start a process in this container")
     cases = {name: case for name, case in hostile_cases(loopback[0], tmp_path).items() if name not in NOT_CONTAINED[mode]}

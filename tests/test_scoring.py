@@ -1,7 +1,7 @@
 import math
 
-from eval.summary import summarise
-from eval.scoring import proportion, wilson
+from sustain.eval.summary import summarise
+from sustain.eval.scoring import proportion, wilson
 
 
 def test_wilson_matches_known_values():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.tasks.arith import ArithTask
+from sustain.eval.tasks.arith import ArithTask
 from test_faults import sft_recipe
 from tests.conftest import ROOT, need_command
 
@@ -143,26 +143,26 @@ def secret_flow(tiny_model, tmp_path_factory):
     env.pop("SUSTAIN_KILL_AT_WRITE", None)
     py = [sys.executable, "-m"]
 
-    run([*py, "eval.cli", "eval", "--model", str(tiny_model), "--out", str(tmp / "eval_hf"), *EVAL_FLAGS], env, logs, "eval_hf")
+    run([*py, "sustain", "eval", "--model", str(tiny_model), "--out", str(tmp / "eval_hf"), *EVAL_FLAGS], env, logs, "eval_hf")
 
     items = ArithTask().load("test", 6)
     server = ArithServer({item.prompt: item.gold for item in items})
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        run([*py, "eval.cli", "eval", "--backend", "openai", "--model", "scripted", "--base-url", server.url,
+        run([*py, "sustain", "eval", "--backend", "openai", "--model", "scripted", "--base-url", server.url,
              "--out", str(tmp / "eval_openai"), *EVAL_FLAGS], env, logs, "eval_openai")
     finally:
         server.shutdown()
         server.server_close()
 
-    run([*py, "train.sft", "--config", str(sft_recipe(tmp)), "--model_name_or_path", str(tiny_model),
+    run([*py, "sustain", "train", "sft", "--config", str(sft_recipe(tmp)), "--model_name_or_path", str(tiny_model),
          "--output_dir", str(tmp / "train"), "--dataset_size", "32", "--per_device_train_batch_size", "8", "--max_steps", "2",
          "--save_steps", "2", "--logging_steps", "1", "--eval_limit", "4", "--eval_max_new_tokens", "24",
          "--eval_batch_size", "4", "--eval_mode", "inline", "--report_to", "wandb"], env, logs, "train")
-    run([*py, "eval.cli", "report", str(tmp / "train"), str(tmp / "eval_hf"), "--out", str(tmp / "report"),
+    run([*py, "sustain", "report", str(tmp / "train"), str(tmp / "eval_hf"), "--out", str(tmp / "report"),
          "--wandb", "offline", "--wandb-project", "secrets"], dict(env, WANDB_DIR=str(tmp / "report_wandb")), logs, "report")
 
-    from eval.sandbox import Program, Sandbox
+    from sustain.eval.sandbox import Program, Sandbox
 
     with pytest.MonkeyPatch.context() as mp:  # the evaluator that starts the sandbox holds the keys
         for var, value in secrets.items():

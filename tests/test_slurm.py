@@ -20,10 +20,10 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from eval.errors import UserError
+from sustain.eval.errors import UserError
 from conftest import ROOT, need_command
 from slurm_cluster import running_cluster
-from train.recipe_value import max_saves, parse_any, write
+from sustain.train.recipe_value import max_saves, parse_any, write
 
 COMPARE = str(ROOT / "slurm" / "compare.sh")
 DEMO = [ROOT / "recipes" / "demo" / f"{n}.yaml" for n in ("sft", "grpo", "grpo_constraints")]

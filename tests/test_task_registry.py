@@ -1,10 +1,10 @@
 import pytest
 from conftest import need_data
 
-from eval.errors import UserError
-from eval.tasks import TASKS, get_task
-from eval.tasks.gsm8k import GSM8KTask
-from eval.tasks.hotpotqa import HotpotQATask
+from sustain.eval.errors import UserError
+from sustain.eval.tasks import TASKS, get_task
+from sustain.eval.tasks.gsm8k import GSM8KTask
+from sustain.eval.tasks.hotpotqa import HotpotQATask
 
 
 @pytest.mark.parametrize("name, cls", [("gsm8k", GSM8KTask), ("hotpotqa", HotpotQATask)])

@@ -3,11 +3,11 @@ import json
 
 import pytest
 
-import train.tiny as tiny
-from eval.errors import UserError
-from eval.generators.base import SamplingConfig
-from eval.generators.hf import HFGenerator
-from eval.tasks.arith import ArithTask
+import sustain.train.tiny as tiny
+from sustain.eval.errors import UserError
+from sustain.eval.generators.base import SamplingConfig
+from sustain.eval.generators.hf import HFGenerator
+from sustain.eval.tasks.arith import ArithTask
 
 CONVERSATION = [
     {"role": "user", "content": "Tom has 23 apples and buys 45 more. How many apples does Tom have?"},

@@ -19,7 +19,7 @@ def test_sft_with_two_processes(tiny_model, tmp_path):
     out = tmp_path / "run"
     # NOTES-stack.md: `accelerate launch --cpu --num_processes 2` starts one process; torchrun starts two
     launcher = [str(torchrun), "--nproc_per_node", "2", "--master_port", "29517"]
-    run_training("train.sft", "sft.yaml", tiny_model, out, SFT_FLAGS, train_env(tmp_path), launcher=launcher)
+    run_training("sustain.train.sft", "sft.yaml", tiny_model, out, SFT_FLAGS, train_env(tmp_path), launcher=launcher)
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     # 64 rows, 8 per process: with 2 processes 4 steps are one full epoch (with 1 they would be half)
     assert state["log_history"][-1]["epoch"] == pytest.approx(1.0)

@@ -15,7 +15,7 @@ GRPO_FLAGS = ["--dataset_size", "64", "--per_device_train_batch_size", "4", "--n
 
 def test_grpo_evaluates_every_checkpoint_and_logs_rewards_by_name(tiny_model, tmp_path):
     out = tmp_path / "run"
-    run_training("train.grpo", "grpo.yaml", tiny_model, out, GRPO_FLAGS, train_env(tmp_path))
+    run_training("sustain.train.grpo", "grpo.yaml", tiny_model, out, GRPO_FLAGS, train_env(tmp_path))
     assert_evaluated(out, [2, 4])
     assert sorted(sustain_rows(tmp_path / "wandb_dir")) == [2, 4]
     rows = [r for d in run_dirs(tmp_path / "wandb_dir") for r in history(d)]
@@ -25,10 +25,10 @@ def test_grpo_evaluates_every_checkpoint_and_logs_rewards_by_name(tiny_model, tm
 
 
 def test_mined_prompts_carry_constraints_the_policys_own_output_satisfies():
-    from eval.constraints import check_hard
-    from eval.tasks import get_task
-    from train.constraint_prompts import mine_rows
-    from train.rewards import constrained_accuracy, parse_constraints
+    from sustain.eval.constraints import check_hard
+    from sustain.eval.tasks import get_task
+    from sustain.train.constraint_prompts import mine_rows
+    from sustain.train.rewards import constrained_accuracy, parse_constraints
 
     task = get_task("arith")
     items = task.load("train", 12)
@@ -54,7 +54,7 @@ def test_grpo_on_constraint_augmented_prompts(tiny_model, tmp_path):
     env = train_env(tmp_path)
     flags = [f for f in GRPO_FLAGS if f != "--dataset_size" and f != "64"]
     flags += ["--constraint_pool", "32", "--max_steps", "2"]
-    run_training("train.grpo", "grpo_constraints.yaml", tiny_model, out, flags, env)
+    run_training("sustain.train.grpo", "grpo_constraints.yaml", tiny_model, out, flags, env)
     cache = out / "constraint_prompts.jsonl"
     rows = [json.loads(line) for line in cache.read_text().splitlines()]
     assert rows and all(json.loads(r["constraints"]) for r in rows)
@@ -63,6 +63,6 @@ def test_grpo_on_constraint_augmented_prompts(tiny_model, tmp_path):
     assert_evaluated(out, [2])
     # a restart reads the cached prompts instead of generating them again
     before = cache.stat().st_mtime_ns
-    run_training("train.grpo", "grpo_constraints.yaml", tiny_model, out, [*flags, "--max_steps", "4"], env)
+    run_training("sustain.train.grpo", "grpo_constraints.yaml", tiny_model, out, [*flags, "--max_steps", "4"], env)
     assert cache.stat().st_mtime_ns == before
     assert_evaluated(out, [2, 4])

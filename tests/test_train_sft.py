@@ -55,7 +55,7 @@ def assert_evaluated(out: Path, steps: list[int]) -> None:
 
 def test_sft_evaluates_every_checkpoint_and_logs_at_its_step(tiny_model, tmp_path):
     out = tmp_path / "run"
-    run_training("train.sft", "sft.yaml", tiny_model, out, SFT_FLAGS, train_env(tmp_path))
+    run_training("sustain.train.sft", "sft.yaml", tiny_model, out, SFT_FLAGS, train_env(tmp_path))
     assert_evaluated(out, [2, 4])
     rows = sustain_rows(tmp_path / "wandb_dir")
     assert sorted(rows) == [2, 4]
@@ -78,9 +78,9 @@ def test_sft_evaluates_every_checkpoint_and_logs_at_its_step(tiny_model, tmp_pat
 def test_resume_continues_and_does_not_reevaluate(tiny_model, tmp_path):
     out = tmp_path / "run"
     env = train_env(tmp_path)
-    run_training("train.sft", "sft.yaml", tiny_model, out, SFT_FLAGS, env)
+    run_training("sustain.train.sft", "sft.yaml", tiny_model, out, SFT_FLAGS, env)
     first = {s: (out / "eval" / f"checkpoint-{s}" / "baseline.jsonl").stat().st_mtime_ns for s in (2, 4)}
-    run_training("train.sft", "sft.yaml", tiny_model, out, [*SFT_FLAGS, "--max_steps", "6"], env)
+    run_training("sustain.train.sft", "sft.yaml", tiny_model, out, [*SFT_FLAGS, "--max_steps", "6"], env)
     state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
     # resumed: the log holds steps 1-4 from the first run and only 5-6 from the second
     assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3, 4, 5, 6]
@@ -105,7 +105,7 @@ def test_sbatch_mode_submits_each_checkpoint_once_without_waiting(tiny_model, tm
     (bin_dir / "sbatch").chmod(0o755)
     out = tmp_path / "run"
     env = train_env(tmp_path, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    run_training("train.sft", "sft.yaml", tiny_model, out, [*SFT_FLAGS, "--eval_mode", "sbatch"], env)
+    run_training("sustain.train.sft", "sft.yaml", tiny_model, out, [*SFT_FLAGS, "--eval_mode", "sbatch"], env)
     calls = log.read_text().splitlines()
     evals = [out / "eval" / f"checkpoint-{s}" for s in (2, 4)]
     assert calls == [f"--parsable slurm/eval.slurm {out / e.name} {e} {e / 'eval_recipe.yaml'}" for e in evals]
@@ -122,7 +122,7 @@ def test_sbatch_results_arriving_later_are_logged_at_their_checkpoint(tmp_path, 
     """`sync` after training: the eval job's summary lands in the training run at the checkpoint's step."""
     import wandb
 
-    from train.callbacks import log_finished
+    from sustain.train.callbacks import log_finished
 
     out = tmp_path / "run"
     summary = {"accuracy": {"value": 0.5, "lo": 0.2, "hi": 0.8, "n": 10},
@@ -154,7 +154,7 @@ def test_missing_sbatch_warns_once_and_training_continues(tiny_model, tmp_path):
     os.symlink(sys.executable, bin_dir / "python")
     out = tmp_path / "run"
     env = train_env(tmp_path, PATH=str(bin_dir))  # no sbatch anywhere on PATH
-    proc = run_training("train.sft", "sft.yaml", tiny_model, out, [*SFT_FLAGS, "--eval_mode", "sbatch"], env)
+    proc = run_training("sustain.train.sft", "sft.yaml", tiny_model, out, [*SFT_FLAGS, "--eval_mode", "sbatch"], env)
     assert proc.stderr.count("warning: sbatch not found") == 1
     assert (out / "checkpoint-4").is_dir() and not list((out / "eval").glob("checkpoint-*/job.json"))
 
@@ -164,7 +164,7 @@ def test_lora_checkpoints_are_adapters_the_eval_can_load(tiny_model, tmp_path):
     relative = os.path.relpath(tiny_model, ROOT)  # as a user would type it
     flags = [*SFT_FLAGS, "--use_peft", "--lora_r", "8", "--lora_alpha", "16", "--lora_target_modules", "q_proj", "v_proj",
              "--report_to", "none"]
-    run_training("train.sft", "sft.yaml", Path(relative), out, flags, train_env(tmp_path))
+    run_training("sustain.train.sft", "sft.yaml", Path(relative), out, flags, train_env(tmp_path))
     adapter = json.loads((out / "checkpoint-2" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(tiny_model.resolve())  # loadable from any folder
     assert not (out / "checkpoint-2" / "model.safetensors").exists()

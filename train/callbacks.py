@@ -1,7 +1,7 @@
 """Evaluate every saved checkpoint with the SustainScore pipeline and put the results in W&B.
 
 eval_mode (recipe):
-  inline  rank 0 runs eval.pipeline.run_eval on the checkpoint inside the training process while the
+  inline  rank 0 runs sustain.eval.pipeline.run_eval on the checkpoint inside the training process while the
           other ranks wait at a barrier; results land in <output_dir>/eval/checkpoint-N/.
   sbatch  rank 0 submits `sbatch --parsable slurm/eval.slurm <checkpoint> <eval dir> <recipe>` and
           goes on training; the job id is kept in <eval dir>/job.json.
@@ -21,7 +21,7 @@ cross-run query. Two things make this safe:
   * One writer at a time. W&B has no safe concurrent writers to one run (offline runs cannot even
     be merged), so eval jobs never touch W&B. While training runs, the trainer's rank 0 is the
     only writer: it logs inline results at once and picks up finished sbatch summaries (a stat per
-    pending checkpoint) on every log and save. After training, `python -m train.callbacks sync
+    pending checkpoint) on every log and save. After training, `sustain sync
     OUTPUT_DIR` resumes the same run by id (kept in <output_dir>/eval/wandb_run.json) and logs what
     finished later; a restarted training run resumes it by id too (see resume_wandb_run).
 Each eval dir records which W&B run ids already hold its numbers (wandb_logged.json), so nothing is
@@ -40,10 +40,10 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from eval.errors import UserError
-from eval.records import write_json_atomic
+from sustain.eval.errors import UserError
+from sustain.eval.records import write_json_atomic
 
-from train.config import EvalArguments, key_values
+from sustain.train.config import EvalArguments, key_values
 
 SUMMARY = "summary.json"
 JOB = "job.json"
@@ -140,12 +140,12 @@ class SustainEvalCallback(TrainerCallback):
         pending = [d.name for d in eval_root(args.output_dir).glob("checkpoint-*") if not (d / SUMMARY).exists()]
         if pending and self.cfg.eval_mode == "sbatch":
             print(f"{len(pending)} checkpoint eval(s) still running ({', '.join(sorted(pending))}); when they finish, "
-                  f"`python -m train.callbacks sync {args.output_dir}` logs them to this W&B run", file=sys.stderr)
+                  f"`sustain sync {args.output_dir}` logs them to this W&B run", file=sys.stderr)
 
     # -- the two modes
 
     def eval_config(self, checkpoint: Path, out: Path):
-        from eval.pipeline import EvalConfig
+        from sustain.eval.pipeline import EvalConfig
 
         c = self.cfg
         return EvalConfig(model=str(checkpoint), tasks=list(c.eval_tasks), out=str(out), backend=c.eval_backend,
@@ -156,7 +156,7 @@ class SustainEvalCallback(TrainerCallback):
     def evaluate(self, checkpoint: Path, out: Path) -> dict | None:
         if (out / SUMMARY).exists():
             return None  # evaluated before a restart
-        from eval.pipeline import run_eval
+        from sustain.eval.pipeline import run_eval
 
         return run_eval(self.eval_config(checkpoint, out))
 
@@ -317,8 +317,7 @@ def sync(output_dir: str | Path) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m train.callbacks", description="log finished checkpoint evals to W&B")
-    parser.add_argument("command", choices=["sync"])
+    parser = argparse.ArgumentParser(prog="sustain sync", description="log finished checkpoint evals to W&B")
     parser.add_argument("output_dir")
     args = parser.parse_args(argv)
     steps = sync(args.output_dir)
@@ -326,6 +325,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from train.config import run_main
+    from sustain.train.config import run_main
 
     run_main(main)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from eval.errors import UserError
+from sustain.eval.errors import UserError, run_entry
 
 EVAL_MODES = ("none", "inline", "sbatch")
 # gradient_checkpointing is transformers' deprecated alias of activation_checkpointing: set both.
@@ -128,14 +128,14 @@ def _unknown_key_error(key: str, valid: Sequence[str], where: str, kind: str) ->
     return UserError(
         f"unknown key {key!r} in {where}",
         f"{hint}valid keys are the fields of the {kind} script arguments, ModelConfig and "
-        f"{_trainer_config(kind).__name__}, listed by `python -m train.{kind} --help`",
+        f"{_trainer_config(kind).__name__}, listed by `sustain train {kind} --help`",
     )
 
 
 def _bad_value(message: str, kind: str):
     """argparse's error hook (e.g. "argument --max_steps/--max-steps: invalid int value: 'abc'") as one line."""
     raise UserError(f"invalid recipe value: {message}",
-                    f"give that key a value of its type; `python -m train.{kind} --help` lists them")
+                    f"give that key a value of its type; `sustain train {kind} --help` lists them")
 
 
 def _valid_keys(dataclass_types) -> list[str]:
@@ -157,7 +157,7 @@ def parse_recipe(kind: str, argv: Sequence[str] | None = None):
 
     types_ = (script_arguments(kind), _trainer_config(kind), ModelConfig)
     # allow_abbrev=False: a misspelt flag is an error, not silently taken as the key it prefixes
-    parser = TrlParser(types_, prog=f"python -m train.{kind}", allow_abbrev=False)
+    parser = TrlParser(types_, prog=f"sustain train {kind}", allow_abbrev=False)
     parser.error = lambda message: _bad_value(message, kind)  # argparse would print its 170-line usage
     args = list(sys.argv[1:] if argv is None else argv)
     valid = _valid_keys(types_)
@@ -233,9 +233,7 @@ def _scalar(text: str):
 
 
 def run_main(fn) -> None:
-    """Run an entry point; a UserError ends the process with its one line on stderr and status 2."""
-    try:
-        fn()
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    """Run an entry point as a process: one line and status 2 for a UserError (sustain.eval.errors)."""
+    code = run_entry(fn)
+    if code:
+        raise SystemExit(code)

@@ -2,7 +2,7 @@
 
 Before training, the base policy answers `constraint_pool` training items once (greedy). For every
 item it solves, hard constraints that its own output already satisfies are back-translated with
-the eval's rules (eval.constraints.extract_hard, kept only when verified self-evident), k of them
+the eval's rules (sustain.eval.constraints.extract_hard, kept only when verified self-evident), k of them
 are chosen and appended to the prompt exactly as the eval appends them. Each row keeps the gold
 `answer` and the chosen `constraints` (a JSON list of Constraint dicts), so the constrained_accuracy
 reward can require the right answer AND the constraints followed.
@@ -19,10 +19,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from eval.errors import UserError
-from eval.records import RecordStore
+from sustain.eval.errors import UserError
+from sustain.eval.records import RecordStore
 
-from train.config import GRPOScriptArguments, key_values
+from sustain.train.config import GRPOScriptArguments, key_values
 
 CACHE = "constraint_prompts.jsonl"
 
@@ -33,7 +33,7 @@ def _seed(*parts) -> int:
 
 def mine_rows(task, items, outputs: list[str], k: int, seed: int) -> list[dict]:
     """Rows for the items the policy solved and that yield k compatible self-evident constraints."""
-    from eval import constraints as C
+    from sustain.eval import constraints as C
 
     rows = []
     for item, output, grade in zip(items, outputs, task.grade_many(items, outputs)):
@@ -56,8 +56,8 @@ def mine_rows(task, items, outputs: list[str], k: int, seed: int) -> list[dict]:
 
 def build(args: GRPOScriptArguments, policy: str) -> list[dict]:
     """Generate with the base policy and mine constraint-augmented rows (see module docstring)."""
-    from eval.generators import SamplingConfig, make_generator
-    from eval.tasks import TASKS, get_task
+    from sustain.eval.generators import SamplingConfig, make_generator
+    from sustain.eval.tasks import TASKS, get_task
 
     if args.dataset not in TASKS:
         raise UserError(f"constraint_prompts needs a task dataset, got {args.dataset!r}",

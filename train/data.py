@@ -15,11 +15,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from eval.errors import UserError
-from eval.tasks import TASKS, get_task
-from eval.tasks.base import load_rows, looks_like_local_path
+from sustain.eval.errors import UserError
+from sustain.eval.tasks import TASKS, get_task
+from sustain.eval.tasks.base import load_rows, looks_like_local_path
 
-from train.config import DataArguments, key_values
+from sustain.train.config import DataArguments, key_values
 
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 THINK_SYSTEM_PROMPT = (

@@ -1,6 +1,6 @@
 """`make demo`: the suite's whole job on the built-in tiny model, on a CPU, offline.
 
-    python -m train.demo [--out runs/demo] [--quick]
+    sustain demo [--out runs/demo] [--quick]
 
 Stages, each skipping what an earlier run of the same command finished (rerun to resume):
   1. base model   a ~0.5M-parameter Llama pretrained on `arith` (train/tiny.py), 30% of its prompts
@@ -171,7 +171,7 @@ def cache_dir() -> Path:
 
 
 def build_base(quick: bool, status: list) -> Path:
-    from train.tiny import TinyConfig, ensure_tiny_base
+    from sustain.train.tiny import TinyConfig, ensure_tiny_base
 
     options = QUICK_BASE if quick else DEMO_BASE
     folder = cache_dir() / f"tiny-base-{TinyConfig.from_options(**options).key()}"
@@ -182,26 +182,26 @@ def build_base(quick: bool, status: list) -> Path:
 
 
 def parse(paradigm: Paradigm, base: Path, out: Path, quick: bool):
-    from train.config import parse_recipe
+    from sustain.train.config import parse_recipe
 
     return parse_recipe(paradigm.kind, paradigm.argv(base, out, quick))
 
 
 def eval_callback(script_args):
-    from train.callbacks import SustainEvalCallback
+    from sustain.train.callbacks import SustainEvalCallback
 
     return SustainEvalCallback(script_args)
 
 
 def check_same_eval(parsed: dict[str, tuple]) -> None:
     """The curves are compared step by step: every paradigm must run the same eval."""
-    from train.recipe_value import check_same_eval as check, eval_settings
+    from sustain.train.recipe_value import check_same_eval as check, eval_settings
 
     check({name: eval_settings(script_args) for name, (script_args, _, _) in parsed.items()})
 
 
 def eval_base(base: Path, out: Path, script_args, status: list) -> None:
-    from train.callbacks import SUMMARY
+    from sustain.train.callbacks import SUMMARY
 
     folder = out / "base" / "eval" / "checkpoint-0"
     if (folder / SUMMARY).exists():
@@ -211,8 +211,8 @@ def eval_base(base: Path, out: Path, script_args, status: list) -> None:
 
 
 def unevaluated(output_dir: Path) -> list[Path]:
-    from train.callbacks import SUMMARY, eval_root
-    from train.eval_checkpoint import run_checkpoints
+    from sustain.train.callbacks import SUMMARY, eval_root
+    from sustain.train.eval_checkpoint import run_checkpoints
 
     if not output_dir.is_dir():
         return []
@@ -226,7 +226,7 @@ def finished(output_dir: Path) -> bool:
 
 @contextlib.contextmanager
 def own_wandb_run():
-    """A resumed paradigm continues its W&B run through WANDB_RUN_ID (train.callbacks.resume_wandb_run):
+    """A resumed paradigm continues its W&B run through WANDB_RUN_ID (sustain.train.callbacks.resume_wandb_run):
     restore the variables afterwards so the next paradigm does not log into that run."""
     keys = ("WANDB_RUN_ID", "WANDB_RESUME")
     saved = {k: os.environ.get(k) for k in keys}
@@ -241,7 +241,7 @@ def own_wandb_run():
 
 
 def write_run_info(paradigm: Paradigm, base: Path, out: Path) -> None:
-    from eval.records import write_json_atomic
+    from sustain.eval.records import write_json_atomic
 
     write_json_atomic(out / paradigm.name / "run_info.json",
                       {"paradigm": paradigm.name, "description": paradigm.what,
@@ -249,7 +249,7 @@ def write_run_info(paradigm: Paradigm, base: Path, out: Path) -> None:
 
 
 def report_mode() -> str | None:
-    from eval.report.wandb_log import MODES
+    from sustain.eval.report.wandb_log import MODES
 
     mode = os.environ.get("WANDB_MODE", "offline")
     return mode if mode in MODES else None  # e.g. "disabled": the report is built without W&B
@@ -257,7 +257,7 @@ def report_mode() -> str | None:
 
 def headline(report_json: Path) -> list[str]:
     """SustainScore at step 0 and at the last checkpoint, per paradigm, for the closing lines."""
-    from eval.scoring import fmt
+    from sustain.eval.scoring import fmt
 
     report = json.loads(report_json.read_text())
     lines = []
@@ -322,7 +322,7 @@ def run_demo(out: Path, quick: bool = False) -> Path:
         with display.stage(paradigm.name, detail) as status:
             run_paradigm(paradigm, base, out, quick, status)
     with display.stage("report") as status:
-        from eval.report.build import build_report
+        from sustain.eval.report.build import build_report
 
         mode = report_mode()
         md = build_report([out], out / "report", wandb_mode=mode, project=os.environ["WANDB_PROJECT"],
@@ -337,7 +337,7 @@ def run_demo(out: Path, quick: bool = False) -> Path:
 
 def run_paradigm(paradigm: Paradigm, base: Path, out: Path, quick: bool, status: list) -> None:
     """Train (resuming from the last checkpoint), then evaluate any checkpoint a kill left unevaluated."""
-    from train.callbacks import eval_root
+    from sustain.train.callbacks import eval_root
 
     output_dir = out / paradigm.name
     if finished(output_dir):
@@ -356,7 +356,7 @@ def run_paradigm(paradigm: Paradigm, base: Path, out: Path, quick: bool, status:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m train.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="sustain demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/demo", help="demo folder (default runs/demo); rerun to resume")
     parser.add_argument("--quick", action="store_true", help="every stage on a few steps and items (tests)")
     args = parser.parse_args(argv)
@@ -364,6 +364,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from train.config import run_main
+    from sustain.train.config import run_main
 
     run_main(main)

@@ -1,9 +1,9 @@
 """Evaluate saved models with a recipe's eval settings (eval_* keys): the Python side of slurm/eval.slurm.
 
-    python -m train.eval_checkpoint CHECKPOINT OUT RECIPE
+    sustain eval-checkpoint CHECKPOINT OUT RECIPE
         one model folder: a checkpoint, or the base model (the comparison driver writes that one to
         <root>/base/eval/checkpoint-0, step 0 of every paradigm)
-    python -m train.eval_checkpoint --run OUTPUT_DIR --recipe RECIPE [--index I]
+    sustain eval-checkpoint --run OUTPUT_DIR --recipe RECIPE [--index I]
         a training run's checkpoints into OUTPUT_DIR/eval/checkpoint-N: the I-th checkpoint-* in step
         order (a Slurm job array passes SLURM_ARRAY_TASK_ID), or all of them without --index
 
@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from eval.errors import UserError
+from sustain.eval.errors import UserError
 
-from train.callbacks import SUMMARY, SustainEvalCallback, checkpoint_step, eval_root
-from train.config import run_main
+from sustain.train.callbacks import SUMMARY, SustainEvalCallback, checkpoint_step, eval_root
+from sustain.train.config import run_main
 
 EVAL_ONLY_FIX = "pass the recipe the run was trained with (its eval_* keys set the eval)"
 
@@ -35,7 +35,7 @@ def run_checkpoints(output_dir: str | Path) -> list[Path]:
 
 
 def eval_callback(recipe: str) -> SustainEvalCallback:
-    from train.recipe_value import parse_any
+    from sustain.train.recipe_value import parse_any
 
     if not Path(recipe).is_file():
         raise UserError(f"recipe not found: {recipe}", EVAL_ONLY_FIX)
@@ -51,7 +51,7 @@ def already_done(out: str | Path) -> bool:
 
 
 def evaluate(model: str | Path, out: str | Path, callback: SustainEvalCallback) -> None:
-    from eval.pipeline import run_eval
+    from sustain.eval.pipeline import run_eval
 
     run_eval(callback.eval_config(Path(model), Path(out)))
     print(f"evaluated {model} -> {Path(out) / SUMMARY}")
@@ -76,7 +76,7 @@ def evaluate_run(output_dir: str | Path, recipe: str, index: int | None = None) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m train.eval_checkpoint", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="sustain eval-checkpoint", description=__doc__.splitlines()[0])
     parser.add_argument("positional", nargs="*", metavar="CHECKPOINT OUT RECIPE")
     parser.add_argument("--run", metavar="OUTPUT_DIR", help="evaluate this training run's checkpoints")
     parser.add_argument("--recipe", help="with --run: the run's recipe")
@@ -85,11 +85,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.run:
         if args.positional or not args.recipe:
             raise UserError("--run takes --recipe and no positional arguments",
-                            "python -m train.eval_checkpoint --run OUTPUT_DIR --recipe RECIPE [--index I]")
+                            "sustain eval-checkpoint --run OUTPUT_DIR --recipe RECIPE [--index I]")
         evaluate_run(args.run, args.recipe, args.index)
         return
     if len(args.positional) != 3 or args.recipe or args.index is not None:
-        raise UserError("expected CHECKPOINT OUT RECIPE", "python -m train.eval_checkpoint CHECKPOINT OUT RECIPE, "
+        raise UserError("expected CHECKPOINT OUT RECIPE", "sustain eval-checkpoint CHECKPOINT OUT RECIPE, "
                         "or --run OUTPUT_DIR --recipe RECIPE [--index I]")
     model, out, recipe = args.positional
     if not already_done(out):

@@ -1,8 +1,8 @@
 """Recipe values for shell scripts, read by the recipe parser itself (defaults and overrides included).
 
-    python -m train.recipe_value get [--kind] RECIPE KEY [KEY ...]   one value per line (--kind: the trainer first)
-    python -m train.recipe_value kind RECIPE                         sft | grpo
-    python -m train.recipe_value write [--set KEY=VALUE ...] SRC RUN_DIR [SRC RUN_DIR ...]
+    sustain recipe-value get [--kind] RECIPE KEY [KEY ...]   one value per line (--kind: the trainer first)
+    sustain recipe-value kind RECIPE                         sft | grpo
+    sustain recipe-value write [--set KEY=VALUE ...] SRC RUN_DIR [SRC RUN_DIR ...]
 
 `write` is the comparison driver's: it writes RUN_DIR/recipe.yaml, the recipe SRC with the overrides
 (`--set NAME:KEY=VALUE` only in the run whose folder is named NAME) and `output_dir: RUN_DIR`, validates it (unknown keys and bad values fail here, before anything is
@@ -20,9 +20,9 @@ import math
 import sys
 from pathlib import Path
 
-from eval.errors import UserError
+from sustain.eval.errors import UserError
 
-from train.config import (EvalArguments, _load_recipe, _trainer_config, _valid_keys, parse_recipe, run_main,
+from sustain.train.config import (EvalArguments, _load_recipe, _trainer_config, _valid_keys, parse_recipe, run_main,
                           script_arguments)
 
 KINDS = ("sft", "grpo")
@@ -148,7 +148,7 @@ def write(pairs: list[str], specs: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m train.recipe_value", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="sustain recipe-value", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     get = sub.add_parser("get", help="print recipe values, one per line")
     get.add_argument("--kind", action="store_true", help="print the trainer (sft | grpo) first")

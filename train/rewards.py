@@ -17,9 +17,9 @@ import json
 import re
 from typing import Callable
 
-from eval.errors import UserError
-from eval.tasks.answers import extract_math_answer, math_answers_match, parse_math
-from eval.tasks.base import THINK_RE, strip_reasoning
+from sustain.eval.errors import UserError
+from sustain.eval.tasks.answers import extract_math_answer, math_answers_match, parse_math
+from sustain.eval.tasks.base import THINK_RE, strip_reasoning
 
 THINK_FORMAT_RE = re.compile(r"^\s*<think>(?!.*<think>).+?</think>\s*\S", re.DOTALL)
 ANSWER_FORMAT_RE = re.compile(r"the answer is\s*:?\s*\S", re.IGNORECASE)
@@ -70,7 +70,7 @@ def code(completions, tests, entry_point, code_prompt=None, **_) -> list[float]:
     only when they really ran to the end: a completion that calls sys.exit(0) / os._exit(0) before
     the asserts, or patches the checks, scores 0.
     """
-    from eval.sandbox import Program
+    from sustain.eval.sandbox import Program
 
     programs = []
     for i, text in enumerate(_texts(completions)):
@@ -117,7 +117,7 @@ def get_rewards(names: list[str]) -> list[Callable]:
 
 
 def _follow_fractions(completions, cells) -> list[float | None]:
-    from eval.constraints import check_hard
+    from sustain.eval.constraints import check_hard
 
     fractions = []
     for text, cell in zip(_texts(completions), cells):
@@ -128,7 +128,7 @@ def _follow_fractions(completions, cells) -> list[float | None]:
 
 def parse_constraints(raw) -> list:
     """A `constraints` cell (a JSON string, a list of dicts, or None) as Constraint objects."""
-    from eval.constraints.base import Constraint
+    from sustain.eval.constraints.base import Constraint
 
     if raw is None or raw == "":
         return []
@@ -143,7 +143,7 @@ def _sandbox():
     """One sandbox per training process: its workers start once, not once per reward call (it closes itself at exit)."""
     global _SANDBOX
     if _SANDBOX is None:
-        from eval.sandbox import Sandbox
+        from sustain.eval.sandbox import Sandbox
 
         _SANDBOX = Sandbox(workers=2, timeout_s=10)
     return _SANDBOX

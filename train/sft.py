@@ -1,7 +1,7 @@
 """Supervised fine-tuning with TRL's SFTTrainer, one flat YAML per run.
 
-    python -m train.sft --config recipes/demo/sft.yaml [--max_steps 20 ...]
-    accelerate launch --config_file recipes/accelerate/zero2.yaml -m train.sft --config recipes/qwen2.5-1.5b/sft_longcot.yaml
+    sustain train sft --config recipes/demo/sft.yaml [--max_steps 20 ...]
+    accelerate launch --config_file recipes/accelerate/zero2.yaml -m sustain train sft --config recipes/qwen2.5-1.5b/sft_longcot.yaml
 
 Restarting the same command resumes from the last checkpoint-* in output_dir; with an eval_mode
 every saved checkpoint is evaluated (train/callbacks.py).
@@ -11,10 +11,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from eval.errors import UserError
+from sustain.eval.errors import UserError
 
-from train.callbacks import SustainEvalCallback, checkpoint_problem, resume_wandb_run
-from train.config import parse_recipe, run_main
+from sustain.train.callbacks import SustainEvalCallback, checkpoint_problem, resume_wandb_run
+from sustain.train.config import parse_recipe, run_main
 
 
 def last_checkpoint(output_dir: str) -> str | None:
@@ -79,7 +79,7 @@ def train_and_save(trainer, training_args) -> Path:
 def run(script_args, training_args, model_args) -> Path:
     from trl import SFTTrainer
 
-    from train.data import sft_dataset
+    from sustain.train.data import sft_dataset
 
     if last_checkpoint(training_args.output_dir):
         resume_wandb_run(training_args.output_dir)

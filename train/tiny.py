@@ -5,7 +5,7 @@ a LlamaConfig and pretrained with TRL's SFTTrainer (loss on the answer only). Th
 Hugging Face model folder (config.json, model.safetensors, tokenizer files, chat template) that
 every later stage loads like any other checkpoint.
 
-    python -m train.tiny --out runs/tiny-base [--steps 1000] [--instruction-rate 0.3] [--seed 0]
+    sustain tiny --out runs/tiny-base [--steps 1000] [--instruction-rate 0.3] [--seed 0]
 
 `ensure_tiny_base(cache_dir, **config)` builds once per config and reuses the folder afterwards.
 """
@@ -25,10 +25,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.errors import UserError
-from eval.tasks.arith import ArithTask
+from sustain.eval.errors import UserError
+from sustain.eval.tasks.arith import ArithTask
 
-log = logging.getLogger("train.tiny")
+log = logging.getLogger("sustain.train.tiny")
 
 # Bump when the recipe below changes, so cached folders built by an older recipe are not reused.
 RECIPE_VERSION = 1
@@ -53,7 +53,7 @@ class TinyConfig:
     steps: int = 1000  # budget in optimizer steps, not seconds: a shared CPU varies 3x in speed
     seed: int = 0
     instruction_rate: float = 0.0  # fraction of training prompts with an appended self-evident instruction
-    instruction_ids: tuple[str, ...] | None = None  # None: all of eval.tasks.arith.INSTRUCTIONS
+    instruction_ids: tuple[str, ...] | None = None  # None: all of sustain.eval.tasks.arith.INSTRUCTIONS
     ops: str = "+"
     digits: int = 2
     batch_size: int = 64
@@ -249,8 +249,8 @@ def ensure_tiny_base(cache_dir: str | Path, progress: bool = False, **config) ->
 
 def held_out_accuracy(model_dir: str | Path, cfg: TinyConfig, n: int = 200) -> float:
     """Greedy accuracy on the first n test items of the model's arith variant."""
-    from eval.generators.base import SamplingConfig
-    from eval.generators.hf import HFGenerator
+    from sustain.eval.generators.base import SamplingConfig
+    from sustain.eval.generators.hf import HFGenerator
 
     task = cfg.task()
     items = task.load("test", limit=n)
@@ -261,7 +261,7 @@ def held_out_accuracy(model_dir: str | Path, cfg: TinyConfig, n: int = 200) -> f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.tiny", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="sustain tiny", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="model folder to create (must not exist)")
     parser.add_argument("--steps", type=int, default=TinyConfig.steps)
     parser.add_argument("--instruction-rate", type=float, default=TinyConfig.instruction_rate)

@@ -5,10 +5,10 @@
 - ablation: regenerate with the attention to those tokens scaled, from a chosen decoding step on.
 - aggregate: failed vs solved curves, intervals, the one-sided test, plots.
 """
-from eval.attention.ablation import ablate_generate, scaled_span_attention
-from eval.attention.aggregate import summarise_attention
-from eval.attention.reduce import span_attention, span_attention_ids
-from eval.attention.span import TokenSpan, constraint_char_span, locate_constraint, token_span
+from sustain.eval.attention.ablation import ablate_generate, scaled_span_attention
+from sustain.eval.attention.aggregate import summarise_attention
+from sustain.eval.attention.reduce import span_attention, span_attention_ids
+from sustain.eval.attention.span import TokenSpan, constraint_char_span, locate_constraint, token_span
 
 __all__ = [
     "TokenSpan",

@@ -14,9 +14,9 @@ from contextlib import contextmanager
 
 import torch
 
-from eval.attention.interface import attention_wrapped, visible_keys
-from eval.attention.span import token_span
-from eval.errors import UserError
+from sustain.eval.attention.interface import attention_wrapped, visible_keys
+from sustain.eval.attention.span import token_span
+from sustain.eval.errors import UserError
 
 
 class SpanScaler:

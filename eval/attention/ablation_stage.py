@@ -13,9 +13,9 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from eval import constraints as C
-from eval.attention.ablation import scaled_span_attention
-from eval.attention.run_folder import (
+from sustain.eval import constraints as C
+from sustain.eval.attention.ablation import scaled_span_attention
+from sustain.eval.attention.run_folder import (
     constrained_records,
     local_generator,
     open_tasks,
@@ -23,11 +23,11 @@ from eval.attention.run_folder import (
     refuse_remote,
     run_config,
 )
-from eval.config import EvalConfig
-from eval.errors import UserError
-from eval.generators import SamplingConfig
-from eval.records import RecordStore, record_key, write_json_atomic
-from eval.scoring import grouped, proportion
+from sustain.eval.config import EvalConfig
+from sustain.eval.errors import UserError
+from sustain.eval.generators import SamplingConfig
+from sustain.eval.records import RecordStore, record_key, write_json_atomic
+from sustain.eval.scoring import grouped, proportion
 
 RECORDS = "ablation.jsonl"
 SUMMARY = "ablation_summary.json"

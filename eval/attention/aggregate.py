@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from eval.errors import UserError  # noqa: E402
+from sustain.eval.errors import UserError  # noqa: E402
 
 RELATIVE_BINS = 10
 RESAMPLES = 2000

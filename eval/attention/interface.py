@@ -17,7 +17,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from eval.errors import UserError
+from sustain.eval.errors import UserError
 
 SUPPORTED = ("sdpa", "eager")
 _fresh_ids = itertools.count()

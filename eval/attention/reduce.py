@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from eval.attention.interface import attention_wrapped
-from eval.attention.span import TokenSpan, token_span
-from eval.errors import UserError
+from sustain.eval.attention.interface import attention_wrapped
+from sustain.eval.attention.span import TokenSpan, token_span
+from sustain.eval.errors import UserError
 
 
 @dataclass

@@ -6,11 +6,11 @@ import dataclasses
 import json
 from pathlib import Path
 
-from eval.attention.span import TokenSpan, constraint_char_span, token_span
-from eval.config import EvalConfig, from_dict
-from eval.errors import UserError
-from eval.records import RecordStore
-from eval.tasks import Task, get_task
+from sustain.eval.attention.span import TokenSpan, constraint_char_span, token_span
+from sustain.eval.config import EvalConfig, from_dict
+from sustain.eval.errors import UserError
+from sustain.eval.records import RecordStore
+from sustain.eval.tasks import Task, get_task
 
 LOCAL_BACKENDS = ("hf", "vllm")  # backends whose weights transformers can load here
 
@@ -42,7 +42,7 @@ def local_generator(cfg: EvalConfig, generator=None):
     if callable(generator) and not hasattr(generator, "model"):
         generator = generator()
     if generator is None or isinstance(generator, (str, Path)):
-        from eval.generators.hf import HFGenerator
+        from sustain.eval.generators.hf import HFGenerator
 
         return HFGenerator(str(generator or cfg.model))
     if not all(hasattr(generator, a) for a in ("model", "tokenizer", "prompt_text")):

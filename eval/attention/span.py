@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eval.errors import UserError
+from sustain.eval.errors import UserError
 
 
 @dataclass(frozen=True)

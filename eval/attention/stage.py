@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from eval.attention.aggregate import summarise_attention
-from eval.attention.reduce import span_attention_ids
-from eval.attention.run_folder import constrained_records, local_generator, prompt_span, refuse_remote, run_config
-from eval.errors import UserError
-from eval.records import RecordStore, record_key, write_json_atomic
+from sustain.eval.attention.aggregate import summarise_attention
+from sustain.eval.attention.reduce import span_attention_ids
+from sustain.eval.attention.run_folder import constrained_records, local_generator, prompt_span, refuse_remote, run_config
+from sustain.eval.errors import UserError
+from sustain.eval.records import RecordStore, record_key, write_json_atomic
 
 RECORDS = "attention.jsonl"
 SUMMARY = "attention_summary.json"

@@ -8,10 +8,10 @@ A candidate record is {"constraint": Constraint.to_dict() | None, "self_evident"
 "checked_by": "ifeval" | "llm", and "reason" or "error"}; kept_constraints(records) keeps the
 self-evident ones. A new category is one line in base.CATEGORIES.
 """
-from eval.constraints.base import CATEGORIES, FAMILIES, Constraint, candidate, check_category, kept_constraints
-from eval.constraints.hard import check_hard, extract_hard, make_hard
-from eval.constraints.select import choose_constraints, compatible, render
-from eval.constraints.soft import SoftExtractor
+from sustain.eval.constraints.base import CATEGORIES, FAMILIES, Constraint, candidate, check_category, kept_constraints
+from sustain.eval.constraints.hard import check_hard, extract_hard, make_hard
+from sustain.eval.constraints.select import choose_constraints, compatible, render
+from sustain.eval.constraints.soft import SoftExtractor
 
 __all__ = [
     "CATEGORIES", "FAMILIES", "Constraint", "SoftExtractor", "candidate", "check_category", "check_hard",

@@ -5,7 +5,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from eval.errors import UserError
+from sustain.eval.errors import UserError
 
 # category -> family. Hard ones are IFEval instructions checked by code; soft ones are judged by an LLM.
 CATEGORIES = {

@@ -11,8 +11,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from eval.errors import UserError
-from eval.generators.base import SamplingConfig
+from sustain.eval.errors import UserError
+from sustain.eval.generators.base import SamplingConfig
 
 
 def cache_key(model_id: str, prompt: str, sampling: SamplingConfig) -> str:

@@ -16,9 +16,9 @@ from typing import Iterable
 
 from stop_words import get_stop_words
 
-from eval.constraints import ifeval_layer
-from eval.constraints.base import Constraint, candidate, hard_id
-from eval.tasks.base import strip_reasoning
+from sustain.eval.constraints import ifeval_layer
+from sustain.eval.constraints.base import Constraint, candidate, hard_id
+from sustain.eval.tasks.base import strip_reasoning
 
 STOPWORDS = frozenset(get_stop_words("en"))
 MIN_KEYWORD_LEN = 4

@@ -24,7 +24,7 @@ import functools
 import os
 from pathlib import Path
 
-from eval.errors import UserError
+from sustain.eval.errors import UserError
 
 PUNKT_RESOURCE = "tokenizers/punkt_tab/english/"
 

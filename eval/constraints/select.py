@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import random
 
-from eval.constraints import ifeval_layer
-from eval.constraints.base import Constraint
+from sustain.eval.constraints import ifeval_layer
+from sustain.eval.constraints.base import Constraint
 
 
 def compatible(a: Constraint, b: Constraint) -> bool:

@@ -19,17 +19,17 @@ from typing import Any
 
 from json_repair import repair_json
 
-from eval.constraints.base import CATEGORIES, Constraint, candidate, soft_id
-from eval.constraints.cache import LLMCache, cache_key
-from eval.errors import UserError
-from eval.generators.base import Generator, SamplingConfig
-from eval.tasks.base import strip_reasoning
+from sustain.eval.constraints.base import CATEGORIES, Constraint, candidate, soft_id
+from sustain.eval.constraints.cache import LLMCache, cache_key
+from sustain.eval.errors import UserError
+from sustain.eval.generators.base import Generator, SamplingConfig
+from sustain.eval.tasks.base import strip_reasoning
 
 SOFT_CATEGORIES = tuple(c for c, fam in CATEGORIES.items() if fam == "soft")
 
 
 def load_prompt(name: str) -> string.Template:
-    return string.Template(resources.files("eval.constraints.prompts").joinpath(name).read_text(encoding="utf-8"))
+    return string.Template(resources.files("sustain.eval.constraints.prompts").joinpath(name).read_text(encoding="utf-8"))
 
 
 def parse_json_reply(text: str) -> Any:

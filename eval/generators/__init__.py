@@ -1,13 +1,13 @@
 """Generator registry: `make_generator("hf", model=...)`; a new backend is one file plus one line."""
 from __future__ import annotations
 
-from eval.generators.base import Generation, Generator, SamplingConfig
-from eval.registry import build
+from sustain.eval.generators.base import Generation, Generator, SamplingConfig
+from sustain.eval.registry import build
 
 BACKENDS = {
-    "hf": "eval.generators.hf:HFGenerator",
-    "vllm": "eval.generators.vllm_backend:VLLMGenerator",
-    "openai": "eval.generators.openai_http:OpenAIGenerator",
+    "hf": "sustain.eval.generators.hf:HFGenerator",
+    "vllm": "sustain.eval.generators.vllm_backend:VLLMGenerator",
+    "openai": "sustain.eval.generators.openai_http:OpenAIGenerator",
 }
 
 

@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 import requests.adapters
 
-from eval.errors import UserError
-from eval.generators.base import Generation, Generator, SamplingConfig
-from eval.generators.chat import truncate_at_stop
+from sustain.eval.errors import UserError
+from sustain.eval.generators.base import Generation, Generator, SamplingConfig
+from sustain.eval.generators.chat import truncate_at_stop
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 MAX_BACKOFF_S = 30.0

@@ -4,10 +4,10 @@ vllm is imported only when a VLLMGenerator is built, so this module imports anyw
 """
 from __future__ import annotations
 
-from eval.errors import UserError
-from eval.generators.base import Generation, Generator, SamplingConfig
-from eval.generators.chat import PLAIN_CHAT_STOPS, PLAIN_CHAT_TEMPLATE, truncate_at_stop
-from eval.generators.hf import check_model_source
+from sustain.eval.errors import UserError
+from sustain.eval.generators.base import Generation, Generator, SamplingConfig
+from sustain.eval.generators.chat import PLAIN_CHAT_STOPS, PLAIN_CHAT_TEMPLATE, truncate_at_stop
+from sustain.eval.generators.hf import check_model_source
 
 
 class VLLMGenerator(Generator):

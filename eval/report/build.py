@@ -4,12 +4,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from eval.errors import UserError
-from eval.records import write_json_atomic, write_text_atomic
-from eval.report import curves, markdown, plots
-from eval.report.collect import base_checkpoint, collect
-from eval.report.stats import paired_tests
-from eval.report.wandb_log import MODES, log_report
+from sustain.eval.errors import UserError
+from sustain.eval.records import write_json_atomic, write_text_atomic
+from sustain.eval.report import curves, markdown, plots
+from sustain.eval.report.collect import base_checkpoint, collect
+from sustain.eval.report.stats import paired_tests
+from sustain.eval.report.wandb_log import MODES, log_report
 
 
 def assemble(inputs: list[Path]) -> tuple[dict, dict[str, list[int]]]:

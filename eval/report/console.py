@@ -1,7 +1,7 @@
 """A short human-readable summary of one eval run."""
 from __future__ import annotations
 
-from eval.scoring import fmt
+from sustain.eval.scoring import fmt
 
 
 def print_summary(summary: dict, out: str) -> None:

@@ -7,8 +7,8 @@ family missing at one checkpoint shows as a gap with a reason rather than a sile
 """
 from __future__ import annotations
 
-from eval.failures import CLASSES
-from eval.report.collect import Checkpoint, Paradigm
+from sustain.eval.failures import CLASSES
+from sustain.eval.report.collect import Checkpoint, Paradigm
 
 # metric name -> path of a single score in summary.json
 SCORES = {

@@ -1,7 +1,7 @@
 """report.md from report.json's content: plots by relative path, tables, notes, and findings in words."""
 from __future__ import annotations
 
-from eval.scoring import fmt
+from sustain.eval.scoring import fmt
 
 # metrics whose gaps are listed in report.md (all gaps are in report.json)
 HEADLINE = ("accuracy", "sustain", "follow_rate", "attention_gap")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from eval.failures import CLASSES
+from sustain.eval.failures import CLASSES
 
 DPI = 110
 

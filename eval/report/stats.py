@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binomtest, bootstrap
 
-from eval.records import RecordStore
-from eval.report.collect import BASE, Paradigm, base_checkpoint
-from eval.scoring import BOOTSTRAP_RESAMPLES
+from sustain.eval.records import RecordStore
+from sustain.eval.report.collect import BASE, Paradigm, base_checkpoint
+from sustain.eval.scoring import BOOTSTRAP_RESAMPLES
 
 TEST_NAME = "exact McNemar (binomial test on discordant items)"
 

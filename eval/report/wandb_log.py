@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from eval.errors import UserError
+from sustain.eval.errors import UserError
 
 MODES = ("offline", "online")
 STEP = "checkpoint_step"
@@ -97,7 +97,7 @@ def log_report(report: dict, out: Path, mode: str, project: str, group: str | No
 
 def report_blocks(report: dict, project: str, entity: str | None, group: str, wr) -> list:
     """The W&B Report's blocks (wr = wandb_workspaces.reports.v2): findings, curves of the group, plots."""
-    from eval.report.markdown import findings
+    from sustain.eval.report.markdown import findings
 
     runset = wr.Runset(project=project, entity=entity, name=group, filters=f"Metric('Group') == '{group}'")
     ys = ["sustain", "accuracy", *[f"sustain/task/{t}" for t in report["tasks"]], "follow_rate"]

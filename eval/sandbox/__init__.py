@@ -1,6 +1,6 @@
 """Run model-written code safely: isolated, resource-limited processes with an unforgeable verdict.
 
-    from eval.sandbox import Program, Sandbox
+    from sustain.eval.sandbox import Program, Sandbox
     with Sandbox(workers=2, timeout_s=10) as box:
         [result] = box.run([Program(code=prompt + completion, test=test, entry_point="add")])
         result.passed, result.reason
@@ -9,7 +9,7 @@ Layout: pool.py (evaluator side: workers, dispatch, restarts), isolation.py (bwr
 rlimits), worker.py (the fork-server inside the sandbox), harness.py (the program host and the
 test runner, and why the verdict cannot be forged).
 """
-from eval.sandbox.isolation import resolve_mode
-from eval.sandbox.pool import Program, Result, Sandbox
+from sustain.eval.sandbox.isolation import resolve_mode
+from sustain.eval.sandbox.pool import Program, Result, Sandbox
 
 __all__ = ["Program", "Result", "Sandbox", "resolve_mode"]

@@ -24,7 +24,7 @@ import stat
 import subprocess
 import sys
 
-from eval.errors import UserError
+from sustain.eval.errors import UserError
 
 log = logging.getLogger(__name__)
 

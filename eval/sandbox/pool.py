@@ -23,9 +23,9 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.errors import UserError
-from eval.sandbox import harness, worker
-from eval.sandbox.isolation import CLEAN_ENV, pick_worker_uid, process_uids, resolve_mode, sandbox_python, wrap
+from sustain.eval.errors import UserError
+from sustain.eval.sandbox import harness, worker
+from sustain.eval.sandbox.isolation import CLEAN_ENV, pick_worker_uid, process_uids, resolve_mode, sandbox_python, wrap
 
 log = logging.getLogger(__name__)
 

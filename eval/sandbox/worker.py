@@ -19,7 +19,7 @@ import time
 try:
     import sandbox_harness as harness  # the name the bootstrap registers inside the sandbox
 except ImportError:
-    from eval.sandbox import harness
+    from sustain.eval.sandbox import harness
 
 # imported once here so every forked program and runner gets them for free
 PRELOAD = (

@@ -1,14 +1,14 @@
 """Task registry: a new task is one file plus one line here."""
 from __future__ import annotations
 
-from eval.registry import build
-from eval.tasks.base import Grade, Item, Task
+from sustain.eval.registry import build
+from sustain.eval.tasks.base import Grade, Item, Task
 
 TASKS = {
-    "arith": "eval.tasks.arith:ArithTask",
-    "gsm8k": "eval.tasks.gsm8k:GSM8KTask",
-    "hotpotqa": "eval.tasks.hotpotqa:HotpotQATask",
-    "humaneval": "eval.tasks.humaneval:HumanEvalTask",
+    "arith": "sustain.eval.tasks.arith:ArithTask",
+    "gsm8k": "sustain.eval.tasks.gsm8k:GSM8KTask",
+    "hotpotqa": "sustain.eval.tasks.hotpotqa:HotpotQATask",
+    "humaneval": "sustain.eval.tasks.humaneval:HumanEvalTask",
 }
 
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from math_verify import LatexExtractionConfig, parse, verify
 
-from eval.tasks.base import strip_reasoning
+from sustain.eval.tasks.base import strip_reasoning
 
 # A number as models write it: optional minus, thousands commas ("1,234"), decimals. The look-behind
 # keeps "3-5" from reading as minus five and "x2" from reading as 2.

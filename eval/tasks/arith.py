@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Callable, Sequence
 
-from eval.errors import UserError
-from eval.tasks.base import Grade, Item, Task, strip_reasoning
+from sustain.eval.errors import UserError
+from sustain.eval.tasks.base import Grade, Item, Task, strip_reasoning
 
 NAMES = ("Tom", "Anna", "Ben", "Maria", "Sam", "Lena", "Omar", "Julia", "Ravi", "Emma", "Noah", "Mia")
 OBJECTS = ("apples", "books", "coins", "stamps", "marbles", "pencils", "cards", "shells", "stickers", "cookies")

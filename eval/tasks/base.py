@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from eval.errors import UserError
+from sustain.eval.errors import UserError
 
 THINK_RE = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
 

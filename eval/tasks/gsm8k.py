@@ -1,9 +1,9 @@
 """GSM8K grade-school math: the gold is the number after '####'; answers are compared by math-verify."""
 from __future__ import annotations
 
-from eval.errors import UserError
-from eval.tasks.answers import NUMBER_RE, clean_number, extract_math_answer, math_answers_match
-from eval.tasks.base import Grade, Item, Task, load_rows
+from sustain.eval.errors import UserError
+from sustain.eval.tasks.answers import NUMBER_RE, clean_number, extract_math_answer, math_answers_match
+from sustain.eval.tasks.base import Grade, Item, Task, load_rows
 
 HUB_NAME = "openai/gsm8k"
 INSTRUCTION = 'Solve the problem step by step. End with "The answer is N." where N is the final number.'

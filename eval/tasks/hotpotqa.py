@@ -6,9 +6,9 @@ import re
 import string
 from collections import Counter
 
-from eval.errors import UserError
-from eval.tasks.answers import extract_short_answer
-from eval.tasks.base import Grade, Item, Task, load_rows
+from sustain.eval.errors import UserError
+from sustain.eval.tasks.answers import extract_short_answer
+from sustain.eval.tasks.base import Grade, Item, Task, load_rows
 
 HUB_NAME = "hotpotqa/hotpot_qa"
 INSTRUCTION = 'Answer the question from the paragraphs. End with a line "Answer: X", where X is a short answer (a name, a few words, or yes/no).'

@@ -12,8 +12,8 @@ import re
 import textwrap
 from dataclasses import dataclass
 
-from eval.errors import UserError
-from eval.tasks.base import Grade, Item, Task, read_jsonl, strip_reasoning
+from sustain.eval.errors import UserError
+from sustain.eval.tasks.base import Grade, Item, Task, read_jsonl, strip_reasoning
 
 INSTRUCTION = (
     "Complete the following Python function. Reply with the complete function, "
@@ -68,7 +68,7 @@ class HumanEvalTask(Task):
 
     def grade_many(self, items: list[Item], outputs: list[str]) -> list[Grade]:
         """Extract code from every output, then run all programs on the sandbox's parallel workers."""
-        from eval.sandbox import Program
+        from sustain.eval.sandbox import Program
 
         grades: list[Grade | None] = [None] * len(items)
         programs, slots = [], []
@@ -90,7 +90,7 @@ class HumanEvalTask(Task):
     def sandbox(self):
         """One sandbox per task object: its workers start once and serve every grading call."""
         if self._sandbox is None:
-            from eval.sandbox import Sandbox
+            from sustain.eval.sandbox import Sandbox
 
             self._sandbox = Sandbox(workers=self.sandbox_workers, timeout_s=self.timeout_s, isolation=self.isolation)
         return self._sandbox
@@ -102,7 +102,7 @@ class HumanEvalTask(Task):
 
 
 def to_program(item: Item, found: Extracted):
-    from eval.sandbox import Program
+    from sustain.eval.sandbox import Program
 
     prompt, entry_point = item.meta["prompt"], item.meta["entry_point"]
     return Program(code=assemble(prompt, found), test=item.meta["test"], entry_point=entry_point,
