@@ -39,6 +39,7 @@ class EvalConfig:
     temperature: float = 0.0  # 0 is greedy decoding
     batch_size: int = 16  # prompts per generate call (and per record write)
     sandbox_workers: int = 4  # parallel sandbox workers for code tasks
+    sandbox: str = "auto"  # where model-written code runs: auto (= bwrap, bubblewrap) | bwrap | unshare (weaker: only when named)
     soft_backend: str = "openai"  # the LLM that writes and judges soft constraints
     soft_model: str | None = None  # e.g. Qwen/Qwen3-32B served by vLLM, as in the paper
     soft_base_url: str | None = None  # its OpenAI-compatible endpoint

@@ -21,6 +21,7 @@ def write_summary(out: str | Path) -> dict:
     meta = json.loads((out / "run.json").read_text())
     summary = summarise(_read(out / "baseline.jsonl"), _read(out / "constrained.jsonl"), meta["identity"]["seed"])
     summary["model"] = meta["identity"]["model"]
+    summary["sandbox"] = meta.get("sandbox")  # the isolation model-written code ran under (None: no code task)
     attention = out / "attention_summary.json"
     if attention.exists():
         summary["attention"] = json.loads(attention.read_text())

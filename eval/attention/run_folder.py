@@ -68,6 +68,7 @@ def open_tasks(cfg: EvalConfig, task_names: set[str]) -> dict[str, Task]:
         options = {"data": cfg.data[name]} if name in cfg.data else {}
         if name == "humaneval":
             options["sandbox_workers"] = cfg.sandbox_workers
+            options["sandbox"] = cfg.sandbox
         tasks[name] = get_task(name, **options)
     return tasks
 

@@ -59,6 +59,10 @@ class Task(ABC):
     def close(self) -> None:
         """Release resources (sandbox workers); a no-op for tasks that hold none."""
 
+    def sandbox_mode(self) -> str | None:
+        """The code sandbox grading uses (None: this task runs no code); a UserError if it cannot run here."""
+        return None
+
     def messages(self, item: Item, constraint: str | None = None, position: str = "append") -> list[dict]:
         """Chat messages for an item, with an optional constraint text.
 
