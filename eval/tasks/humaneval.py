@@ -32,6 +32,8 @@ class Extracted:
 
 class HumanEvalTask(Task):
     name = "humaneval"
+    answer_kind = "code"
+    runs_code = True
 
     def __init__(self, data: str | None = None, timeout_s: float = 10.0, sandbox_workers: int = 2,
                  isolation: str = "auto"):
