@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable
 
 from tqdm.auto import tqdm
 

@@ -1,8 +1,9 @@
 """A task and a backend that live outside the package, registered by "module:Class" specs
 (`--tasks plugins:ExpressionTask`, `--backend plugins:FixedGenerator`); tests/test_plugins.py runs them.
 
-ExpressionTask is a code task on the arithmetic items the tiny model was trained on: the text before the first "=" ("23 + 45 = 68 ..." -> "23 + 45") is a Python expression, run in the sandbox
-and checked against the gold. A constraint that breaks the work breaks the program, which is what the
+ExpressionTask is a code task on the arithmetic items the tiny model was trained on: the text before the
+first "=" ("23 + 45 = 68 ..." -> "23 + 45") is a Python expression, run in the sandbox and checked against
+the gold. A constraint that breaks the work breaks the program, which is what the
 code failure classes (syntax, runtime) sort.
 """
 from __future__ import annotations

@@ -160,10 +160,11 @@ def test_last_checkpoint_skips_folders_whose_save_was_cut_short(tiny_model, tmp_
     capsys.readouterr()
     assert last_checkpoint(str(tmp_path)) == str(good)
     warnings = capsys.readouterr().err.splitlines()
+    then = "(its save was interrupted); resuming from an earlier checkpoint"
     assert warnings == [
-        f"warning: skipping {tmp_path / 'checkpoint-13'}: model.safetensors is truncated or corrupt (its save was interrupted); resuming from an earlier checkpoint",
-        f"warning: skipping {tmp_path / 'checkpoint-12'}: trainer_state.json is truncated or corrupt (its save was interrupted); resuming from an earlier checkpoint",
-        f"warning: skipping {tmp_path / 'checkpoint-11'}: no trainer_state.json (its save was interrupted); resuming from an earlier checkpoint",
+        f"warning: skipping {tmp_path / 'checkpoint-13'}: model.safetensors is truncated or corrupt {then}",
+        f"warning: skipping {tmp_path / 'checkpoint-12'}: trainer_state.json is truncated or corrupt {then}",
+        f"warning: skipping {tmp_path / 'checkpoint-11'}: no trainer_state.json {then}",
     ]
 
 

@@ -70,8 +70,6 @@ class HumanEvalTask(Task):
 
     def grade_many(self, items: list[Item], outputs: list[str]) -> list[Grade]:
         """Extract code from every output, then run all programs on the sandbox's parallel workers."""
-        from sustain.eval.sandbox import Program
-
         grades: list[Grade | None] = [None] * len(items)
         programs, slots = [], []
         for i, (item, output) in enumerate(zip(items, outputs)):
