@@ -25,6 +25,7 @@ import re
 
 from sustain.eval.number_words import spelled_forms
 from sustain.eval.scoring import proportion
+from sustain.eval.tasks import answer_kind_of
 from sustain.eval.tasks.answers import NUMBER_RE, clean_number, last_boxed
 from sustain.eval.tasks.base import strip_reasoning
 
@@ -37,6 +38,7 @@ META_PATTERNS = re.compile(
     re.IGNORECASE,
 )
 CLASSES = ("truncated", "code_syntax", "code_runtime", "output_spec", "reasoning", "no_answer")
+CODE_CLASSES = ("code_syntax", "code_runtime")  # for tasks whose answers are programs (Task.answer_kind "code")
 # An answer statement: "the answer is", "Answer:", "the answer to the question is:", "#### 42".
 MARKER_RE = re.compile(r"\banswer\b[^\n]{0,40}?(?:\bis\b|:)|####", re.IGNORECASE)
 # Template echoes: the prompt's "Answer: X" / "The answer is N." taken literally.
@@ -130,8 +132,10 @@ def shows_gold(region: str, gold) -> bool:
 
 
 def is_code_record(record: dict) -> bool:
-    """Code tasks grade by running tests: their records say how the tests went."""
-    return "tests" in (record.get("detail") or {})
+    """A record of a task whose answers are programs (Task.answer_kind "code"); records of a task this
+    installation cannot resolve count as code when their grade says how tests went."""
+    kind = answer_kind_of(record)
+    return kind == "code" or (kind is None and "tests" in (record.get("detail") or {}))
 
 
 def prompt_text(record: dict) -> str:
@@ -148,7 +152,9 @@ def classify(record: dict) -> str:
             return "output_spec"
         return "code_syntax" if "syntax" in reason else "code_runtime"
     gold = record.get("gold")
-    region = answer_region(record.get("output", ""), prompt_text(record), numeric=is_number(gold))
+    kind = answer_kind_of(record)
+    numeric = kind == "number" if kind in ("number", "text") else is_number(gold)
+    region = answer_region(record.get("output", ""), prompt_text(record), numeric=numeric)
     if region is None or (norm(gold) in CLOSED_ANSWERS and not set(norm(region).split()) & CLOSED_ANSWERS):
         return "no_answer"  # a yes/no question answered with neither yes nor no states no answer
     return "output_spec" if shows_gold(region, gold) else "reasoning"

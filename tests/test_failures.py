@@ -3,7 +3,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import pytest
 
 from sustain.eval.failures import CLASSES, analyse, answer_region, classify, has_meta_commentary, shows_gold
 
@@ -61,6 +60,12 @@ def test_code_classes():
     assert classify(code("syntax error")) == "code_syntax"
     assert classify(code("failed: AssertionError")) == "code_runtime"
     assert classify(rec(task="humaneval", gold=None, detail={"reason": "no code", "tests": "not run"})) == "output_spec"
+
+
+def test_code_classes_follow_the_declared_answer_kind_not_the_task_name():
+    code = dict(gold="68", answer="23 + 45", output="23 + 45 = 68", detail={"reason": "failed: AssertionError"})
+    assert classify(rec(task="mypkg.tasks:MyCodeTask", answer_kind="code", **code)) == "code_runtime"
+    assert classify(rec(task="mypkg.tasks:MyCodeTask", answer_kind="number", **code)) == "output_spec"
 
 
 def test_meta_commentary():
