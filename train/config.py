@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from sustain.eval.errors import UserError, run_entry
+from sustain.eval.generators.gguf import converted_folder, gguf_file
 
 EVAL_MODES = ("none", "inline", "sbatch")
 # gradient_checkpointing is transformers' deprecated alias of activation_checkpointing: set both.
@@ -211,6 +212,10 @@ def _check(script_args, model_args) -> None:
     local = Path(model_args.model_name_or_path).expanduser()
     if local.exists():
         model_args.model_name_or_path = str(local.resolve())
+    # A .gguf base trains from its dequantised safetensors folder, so checkpoints are ordinary ones.
+    gguf = gguf_file(model_args.model_name_or_path)
+    if gguf is not None:
+        model_args.model_name_or_path = str(converted_folder(gguf))
 
 
 def key_values(entries: Sequence[str]) -> dict:
