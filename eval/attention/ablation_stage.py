@@ -161,7 +161,7 @@ def run_ablation_stage(run_folder: str | Path, generator=None, settings: Ablatio
 
 def _run_chunk(jobs, generator, items, tasks, settings: AblationSettings, cfg: EvalConfig) -> list[dict]:
     picked = []
-    for constrained, direction in jobs:
+    for constrained, _direction in jobs:
         item = items[constrained["task"]].get(str(constrained["item_id"]))
         if item is None:
             raise UserError(

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from sustain.eval.errors import UserError
 from sustain.eval.generators.base import Generation, Generator, SamplingConfig
-from sustain.eval.generators.gguf import converted_folder, gguf_file
 from sustain.eval.generators.chat import PLAIN_CHAT_STOPS, PLAIN_CHAT_TEMPLATE, truncate_at_stop
+from sustain.eval.generators.gguf import converted_folder, gguf_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -66,6 +66,8 @@ class HFGenerator(Generator):
 
     `.model` and `.tokenizer` are public: the attention analysis reuses them.
     """
+
+    local_weights = True
 
     def __init__(
         self,
