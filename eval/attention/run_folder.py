@@ -10,7 +10,7 @@ from sustain.eval.attention.span import TokenSpan, constraint_char_span, token_s
 from sustain.eval.config import EvalConfig, from_dict
 from sustain.eval.errors import UserError
 from sustain.eval.records import RecordStore
-from sustain.eval.tasks import Task, get_task
+from sustain.eval.tasks import Task, get_task, grading_options
 
 LOCAL_BACKENDS = ("hf", "vllm")  # backends whose weights transformers can load here
 
@@ -68,7 +68,7 @@ def open_tasks(cfg: EvalConfig, task_names: set[str]) -> dict[str, Task]:
         options = {"data": cfg.data[name]} if name in cfg.data else {}
         if name == "humaneval":
             options["sandbox_workers"] = cfg.sandbox_workers
-        tasks[name] = get_task(name, **options)
+        tasks[name] = get_task(name, **options, **grading_options(name, cfg))
     return tasks
 
 
