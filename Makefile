@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CONSTRAINTS := $(if $(shell command -v nvidia-smi 2>/dev/null),,$(CURDIR)/constraints-cpu.txt)
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast lint install clean
 
 install: $(VENV)/.installed
 
@@ -17,6 +17,9 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 
 demo: install
 	$(PY) -m sustain demo
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 test: install
 	$(PY) -m pytest -q -ra --durations=25 $(PYTEST_ARGS)

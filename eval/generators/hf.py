@@ -62,6 +62,8 @@ class HFGenerator(Generator):
     `.model` and `.tokenizer` are public: the attention analysis reuses them.
     """
 
+    local_weights = True
+
     def __init__(
         self,
         model: str,

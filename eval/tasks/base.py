@@ -55,11 +55,25 @@ def judge_cut_output(grade: Grade, finish_reason: str | None) -> Grade:
     return grade
 
 
+ANSWER_KINDS = ("number", "text", "code")
+
+
 class Task(ABC):
-    """A benchmark. Subclasses set `name` and implement load_items/grade."""
+    """A benchmark. Subclasses set `name`, implement load/grade, and declare what they need; generic code
+    (pipeline, failure analysis, attention) reads these declarations and never a task's name."""
 
     name: str = ""
     system_prompt: str | None = None
+    #: what grade() extracts and compares: "number", "text" or "code" (failure analysis sorts failed
+    #: code answers into syntax and runtime errors).
+    answer_kind: str = "text"
+    #: grade() runs model output: the task's constructor then takes the run's sandbox settings
+    #: (SANDBOX_SETTINGS) and close() stops its workers.
+    runs_code: bool = False
+    #: stop strings for every generation of this task (generation ends before them).
+    stop: tuple[str, ...] = ()
+    #: train_rows(n, seed=..., instruction_rate=...) generates its own training rows (synthetic tasks).
+    generates_train_rows: bool = False
 
     @abstractmethod
     def load(self, split: str = "test", limit: int | None = None) -> list[Item]:

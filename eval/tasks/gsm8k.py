@@ -27,6 +27,7 @@ def gold_number(solution: str) -> str:
 
 class GSM8KTask(Task):
     name = "gsm8k"
+    answer_kind = "number"
 
     def __init__(self, data: str = HUB_NAME):
         """data: a hub dataset name, a JSONL file, or a folder holding <split>.jsonl (e.g. shared/data/gsm8k)."""

@@ -54,6 +54,7 @@ def render_prompt(row: dict) -> str:
 
 class HotpotQATask(Task):
     name = "hotpotqa"
+    answer_kind = "text"
 
     def __init__(self, data: str = HUB_NAME, f1_threshold: float | None = None):
         """data: a hub name, a JSONL file in the official format, or a folder holding <split>.jsonl.
