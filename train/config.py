@@ -70,7 +70,7 @@ class EvalArguments:
     eval_limit: int | None = field(default=50, metadata={"help": "items per task (the eval's item budget)"})
     eval_k_max: int = 1
     eval_families: list[str] = field(default_factory=lambda: ["hard"])
-    eval_max_new_tokens: int = 256
+    eval_max_new_tokens: int = 4096
     eval_batch_size: int = 16
     eval_attention: bool = False
     eval_seed: int = 0
