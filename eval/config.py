@@ -37,9 +37,10 @@ class EvalConfig:
     k_max: int = 1  # constraints per item, k = 1..k_max (the paper's scales analysis)
     position: str = "append"  # where the constraint goes: append | prepend | system
     seed: int = 0  # fixes constraint choice and sampling
-    max_new_tokens: int = 256  # per generation, baseline and constrained alike
+    max_new_tokens: int = 4096  # per generation, baseline and constrained alike; long-CoT models need thousands (summary.json reports the truncation rate)
     temperature: float = 0.0  # 0 is greedy decoding
     batch_size: int = 16  # prompts per generate call (and per record write)
+    f1_threshold: float | None = None  # QA tasks (hotpotqa): token F1 >= this counts as solved; unset = exact match
     sandbox_workers: int = 4  # parallel sandbox workers for code tasks
     soft_backend: str = ENDPOINT_BACKEND  # the LLM that writes and judges soft constraints
     soft_model: str | None = None  # e.g. Qwen/Qwen3-32B served by vLLM, as in the paper
@@ -64,7 +65,7 @@ class EvalConfig:
 
     # Settings that change records: a run folder made with other values is refused.
     IDENTITY = ("model", "backend", "base_url", "split", "seed", "max_new_tokens", "temperature", "position",
-                "categories", "soft_model", "judge_model")
+                "categories", "soft_model", "judge_model", "f1_threshold")
 
     def identity(self) -> dict:
         return {k: getattr(self, k) for k in self.IDENTITY}

@@ -67,6 +67,8 @@ class Pipeline:
             raise UserError(f"unknown constraint family {bad[0]!r}", f"use: {', '.join(C.FAMILIES)}")
         for cat in cfg.categories or []:
             C.check_category(cat)
+        if cfg.f1_threshold is not None and not 0 < cfg.f1_threshold <= 1:
+            raise UserError(f"f1_threshold must be in (0, 1], got {cfg.f1_threshold}", "use e.g. 0.5, or leave it unset for exact match")
         if cfg.k_max < 1:
             raise UserError(f"k_max must be at least 1, got {cfg.k_max}", "pass --k-max 1 or more")
         if "soft" in cfg.families and not cfg.soft_model:
@@ -174,7 +176,7 @@ class Pipeline:
                 by_task.setdefault(task, []).append(i)
             grades = [None] * len(chunk)
             for task, idx in by_task.items():
-                gs = self.tasks[task].grade_many([chunk[i][0] for i in idx], [gens[i].text for i in idx])
+                gs = self.tasks[task].grade_generations([chunk[i][0] for i in idx], [gens[i] for i in idx])
                 for i, g in zip(idx, gs):
                     grades[i] = g
             for (item, task, fields), gen, grade in zip(chunk, gens, grades):
