@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from sustain.eval import constraints as C
-from sustain.eval.config import EvalConfig
+from sustain.eval.config import EvalConfig, template_options
 from sustain.eval.errors import UserError
 from sustain.eval.generators import Generator, SamplingConfig, open_generator
 from sustain.eval.records import RecordStore, write_json_atomic
@@ -67,6 +67,8 @@ class Pipeline:
             raise UserError(f"unknown constraint family {bad[0]!r}", f"use: {', '.join(C.FAMILIES)}")
         for cat in cfg.categories or []:
             C.check_category(cat)
+        if cfg.f1_threshold is not None and not 0 < cfg.f1_threshold <= 1:
+            raise UserError(f"f1_threshold must be in (0, 1], got {cfg.f1_threshold}", "use e.g. 0.5, or leave it unset for exact match")
         if cfg.k_max < 1:
             raise UserError(f"k_max must be at least 1, got {cfg.k_max}", "pass --k-max 1 or more")
         if "soft" in cfg.families and not cfg.soft_model:
@@ -87,9 +89,11 @@ class Pipeline:
         write_json_atomic(meta, {"identity": mine, "config": asdict(self.cfg)})
 
     # -- resources, created only when a stage has work to do ------------------------------------
-    def _make(self, backend: str, model: str, base_url: str | None) -> Generator:
+    def _make(self, backend: str, model: str, base_url: str | None, chat_template_kwargs: dict | None = None) -> Generator:
+        # chat_template_kwargs: e.g. enable_thinking=false for a thinking extractor or judge
         return open_generator(backend, model, base_url=base_url, api_key_env=self.cfg.api_key_env,
-                              timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.request_retries)
+                              timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.request_retries,
+                              chat_template_kwargs=template_options(chat_template_kwargs) or None)
 
     @property
     def generator(self) -> Generator:
@@ -100,8 +104,17 @@ class Pipeline:
     @property
     def soft(self):
         if self._soft is None:
-            judge = self._make(self.cfg.soft_backend, self.cfg.soft_model, self.cfg.soft_base_url)
-            self._soft = C.SoftExtractor(judge, cache_dir=self.out / "llm_cache")
+            c = self.cfg
+            extractor = self._make(c.soft_backend, c.soft_model, c.soft_base_url, c.soft_chat_template_kwargs)
+            judge = None
+            if c.judge_model:  # a separate judge; by default the extractor judges too
+                judge = self._make(c.judge_backend or c.soft_backend, c.judge_model, c.judge_base_url or c.soft_base_url,
+                                   c.judge_chat_template_kwargs)
+            self._soft = C.SoftExtractor(
+                extractor, cache_dir=self.out / "llm_cache",
+                sampling=SamplingConfig(max_new_tokens=c.soft_max_new_tokens, temperature=0.0, batch_size=c.batch_size),
+                judge=judge,
+                judge_sampling=SamplingConfig(max_new_tokens=c.judge_max_new_tokens, temperature=0.0, batch_size=c.batch_size))
         return self._soft
 
     def sampling(self, stop: tuple[str, ...] = ()) -> SamplingConfig:
@@ -163,7 +176,7 @@ class Pipeline:
                 by_task.setdefault(task, []).append(i)
             grades = [None] * len(chunk)
             for task, idx in by_task.items():
-                gs = self.tasks[task].grade_many([chunk[i][0] for i in idx], [gens[i].text for i in idx])
+                gs = self.tasks[task].grade_generations([chunk[i][0] for i in idx], [gens[i] for i in idx])
                 for i, g in zip(idx, gs):
                     grades[i] = g
             for (item, task, fields), gen, grade in zip(chunk, gens, grades):
@@ -192,7 +205,8 @@ class Pipeline:
             chunk = todo[start:start + bs]
             items = [self.items[r["task"]][r["item_id"]] for r in chunk]
             soft = ([[] for _ in chunk] if "soft" not in self.cfg.families
-                    else self.soft.extract_many([(it.prompt, r["output"]) for it, r in zip(items, chunk)]))
+                    else self.soft.extract_many([(it.prompt, r["output"]) for it, r in zip(items, chunk)],
+                                                hidden=[self.tasks[r["task"]].hidden_answer(it) for it, r in zip(items, chunk)]))
             records = []
             for r, item, soft_candidates in zip(chunk, items, soft):
                 hard = []
@@ -235,10 +249,17 @@ class Pipeline:
         """Check each constraint on a constrained output (code for hard ones, the LLM judge for soft)."""
         if "constraints" not in rec:
             return rec
-        follow = []
+        follow, judged = [], []
         for c in map(C.Constraint.from_dict, rec["constraints"]):
-            follow.append(C.check_hard(c, rec["output"]) if c.family == "hard" else self.soft.judge_follow(c, rec["output"]))
+            if c.family == "hard":
+                follow.append(C.check_hard(c, rec["output"]))
+                continue
+            verdict = self.soft.judge_follow_detail(c, rec["output"])
+            follow.append(verdict["satisfied"])
+            judged.append({"id": c.id, **verdict})
         rec["follow"] = follow
+        if judged:  # the judge's reasons, and why a verdict is missing (empty / unparseable reply)
+            rec["follow_judge"] = judged
         rec["followed_all"] = None if None in follow else all(follow)
         return rec
 

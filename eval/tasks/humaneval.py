@@ -63,6 +63,9 @@ class HumanEvalTask(Task):
             for row in rows[:limit]
         ]
 
+    def hidden_answer(self, item: Item) -> dict:
+        return {"test_code": item.meta["test"], "entry_point": item.meta["entry_point"]}
+
     # ------------------------------------------------------------ grading
 
     def grade(self, item: Item, output: str) -> Grade:
