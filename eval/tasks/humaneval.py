@@ -32,6 +32,8 @@ class Extracted:
 
 class HumanEvalTask(Task):
     name = "humaneval"
+    answer_kind = "code"
+    runs_code = True
 
     def __init__(self, data: str | None = None, timeout_s: float = 10.0, sandbox_workers: int = 2,
                  sandbox: str = "auto"):
@@ -61,6 +63,9 @@ class HumanEvalTask(Task):
             for row in rows[:limit]
         ]
 
+    def hidden_answer(self, item: Item) -> dict:
+        return {"test_code": item.meta["test"], "entry_point": item.meta["entry_point"]}
+
     # ------------------------------------------------------------ grading
 
     def grade(self, item: Item, output: str) -> Grade:
@@ -68,8 +73,6 @@ class HumanEvalTask(Task):
 
     def grade_many(self, items: list[Item], outputs: list[str]) -> list[Grade]:
         """Extract code from every output, then run all programs on the sandbox's parallel workers."""
-        from sustain.eval.sandbox import Program
-
         grades: list[Grade | None] = [None] * len(items)
         programs, slots = [], []
         for i, (item, output) in enumerate(zip(items, outputs)):
