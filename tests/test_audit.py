@@ -113,3 +113,12 @@ def test_the_report_names_the_extractor_and_the_judge(every_kind_run, tmp_path):
     md = build_report([run], tmp_path / "report").read_text()
     extractor = summary["soft_constraints"]["extractor"][0]
     assert f"Soft constraints extracted by {extractor}, judged by {extractor}." in md
+
+
+def test_a_run_with_nothing_solved_gives_an_empty_audit(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "baseline.jsonl").write_text(json.dumps({"task": "gsm8k", "item_id": "0", "condition": "base",
+                                                    "success": False, "output": "no"}) + "\n")
+    path = export_audit(run, n=5)
+    assert path.read_text().splitlines()[1:] == [] and "0 of 0" in path.with_suffix(".html").read_text()
