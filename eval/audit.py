@@ -71,7 +71,8 @@ def audit_rows(run: str | Path) -> list[dict]:
     base = {(r["task"], r["item_id"]): r for r in _store(run, "baseline.jsonl")}
     used = _runs_by_constraint(run)
     rows = []
-    for rec in _store(run, "constraints.jsonl"):
+    extracted = run / "constraints.jsonl"  # absent when no item was solved: no constraints, no rows
+    for rec in RecordStore(extracted) if extracted.exists() else []:
         output = (base.get((rec["task"], rec["item_id"])) or {}).get("output")
         for cand in rec.get("candidates") or []:
             c = cand.get("constraint") or {}  # None when the extraction reply itself failed

@@ -104,3 +104,21 @@ def test_sustain_audit_command_writes_jsonl_and_html(every_kind_run):
     lines = (run / "audit_n3_seed0.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 3 and (run / "audit_n3_seed0.html").is_file()
     assert "audit_n3_seed0.html" in done.stdout
+
+
+def test_the_report_names_the_extractor_and_the_judge(every_kind_run, tmp_path):
+    from sustain.eval.report.build import build_report
+
+    run, summary = every_kind_run
+    md = build_report([run], tmp_path / "report").read_text()
+    extractor = summary["soft_constraints"]["extractor"][0]
+    assert f"Soft constraints extracted by {extractor}, judged by {extractor}." in md
+
+
+def test_a_run_with_nothing_solved_gives_an_empty_audit(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "baseline.jsonl").write_text(json.dumps({"task": "gsm8k", "item_id": "0", "condition": "base",
+                                                    "success": False, "output": "no"}) + "\n")
+    path = export_audit(run, n=5)
+    assert path.read_text().splitlines()[1:] == [] and "0 of 0" in path.with_suffix(".html").read_text()

@@ -238,3 +238,20 @@ def test_a_separate_judge_model_judges_and_is_named(tmp_path):
     assert record["self_evident"] is True and record["reason"] == "plain words"
     assert (record["extractor"], record["judge"]) == ("scripted-llm", "judge-llm")
     assert len(extractor_gen.prompts) == 1 and len(judge_gen.prompts) == 1
+
+
+def test_judge_and_template_settings_reach_the_generators(tmp_path):
+    from sustain.eval.config import EvalConfig
+    from sustain.eval.pipeline import Pipeline
+
+    url = "http://127.0.0.1:9/v1"  # never called: building the generators sends nothing
+    cfg = EvalConfig(model="m", backend="openai", base_url=url, tasks=["arith"], limit=2, families=["soft"],
+                     soft_model="extractor", soft_base_url=url, soft_max_new_tokens=2048,
+                     soft_chat_template_kwargs={"enable_thinking": "false"}, judge_model="judge",
+                     judge_max_new_tokens=64, out=str(tmp_path / "run"))
+    soft = Pipeline(cfg).soft
+    assert soft.generator.extra_body == {"chat_template_kwargs": {"enable_thinking": False}}
+    assert soft.judge.extra_body == {} and soft.judge.model == "judge" and "judge" in soft.judge_id
+    assert (soft.sampling.max_new_tokens, soft.judge_sampling.max_new_tokens) == (2048, 64)
+    default = Pipeline(EvalConfig(**{**cfg.__dict__, "judge_model": None, "out": str(tmp_path / "r2")})).soft
+    assert default.judge is default.generator and default.judge_id == default.model_id

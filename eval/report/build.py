@@ -26,6 +26,7 @@ def assemble(inputs: list[Path], allow_mixed_settings: bool = False) -> tuple[di
     report = {
         "inputs": [str(p) for p in inputs],
         "settings_differences": mixed,  # empty when every overlaid eval was run alike
+        "soft_llms": soft_llms(paradigms),
         "paradigms": {p.name: {"source": str(p.source), "info": p.info,
                                "checkpoints": [{"step": c.step, "folder": str(c.folder),
                                                 "status": "done" if c.done else "pending"} for c in p.checkpoints]}
@@ -40,6 +41,13 @@ def assemble(inputs: list[Path], allow_mixed_settings: bool = False) -> tuple[di
     }
     steps = {p.name: [c.step for c in p.checkpoints if not c.done] for p in paradigms}
     return report, steps
+
+
+def soft_llms(paradigms) -> list[dict]:
+    """Which LLMs wrote and judged the soft constraints, across every finished checkpoint (empty: no soft family)."""
+    seen = {(tuple(soft.get("extractor") or []), tuple(soft.get("judge") or []))
+            for p in paradigms for c in p.done if (soft := c.summary.get("soft_constraints"))}
+    return [{"extractor": list(e), "judge": list(j)} for e, j in sorted(seen)]
 
 
 def build_report(inputs: list[Path], out: Path, wandb_mode: str | None = None, project: str = "sustain-suite",

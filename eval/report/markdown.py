@@ -106,6 +106,8 @@ def render(report: dict, notes: str | None = None) -> str:
                   "Built with --allow-mixed-settings. Differences between curves below may come from these settings, "
                   "not from training:", ""]
         lines += [f"- {describe(d)}" for d in report["settings_differences"]] + [""]
+    for soft in report.get("soft_llms") or []:
+        lines += [f"Soft constraints extracted by {', '.join(soft['extractor'])}, judged by {', '.join(soft['judge'])}.", ""]
     lines += ["## What this shows", ""]
     lines += [f"- {s}" for s in findings(report)]
     lines += ["", "## Final numbers", "",
