@@ -6,7 +6,6 @@ passed=True. The whole battery runs in every isolation mode the project offers (
 once as the evaluator's own uid and once as a second, non-root uid (CI runs as root: the second run
 is a non-root evaluator in a subprocess, the usual laptop case).
 """
-import gzip
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ import psutil
 import pytest
 
 from sustain.eval.sandbox import Program, Sandbox, isolation
-from tests.conftest import IN_CI, ROOT, need_capability, need_command
+from tests.conftest import ROOT, need_capability, need_command
 
 SECRET = "fake-secret-7f3a9"
 MARKER_SLEEP = "1000.4242"  # `sleep 1000.4242`: a left-behind process is easy to find by its argument
