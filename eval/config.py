@@ -42,6 +42,7 @@ class EvalConfig:
     batch_size: int = 16  # prompts per generate call (and per record write)
     f1_threshold: float | None = None  # QA tasks (hotpotqa): token F1 >= this counts as solved; unset = exact match
     sandbox_workers: int = 4  # parallel sandbox workers for code tasks
+    sandbox: str = "auto"  # where model-written code runs: auto (= bwrap, bubblewrap) | bwrap | unshare (weaker: only when named)
     soft_backend: str = ENDPOINT_BACKEND  # the LLM that writes and judges soft constraints
     soft_model: str | None = None  # e.g. Qwen/Qwen3-32B served by vLLM, as in the paper
     soft_base_url: str | None = None  # its OpenAI-compatible endpoint

@@ -51,6 +51,9 @@ class Pipeline:
                                 "check the data file, the split and --limit")
             self.tasks[name] = task
             self.items[name] = {it.id: it for it in items}
+        # stops here, before any generation, when a code task's sandbox cannot run on this machine
+        modes = {m for m in (t.sandbox_mode() for t in self.tasks.values()) if m}
+        self.sandbox_mode = ",".join(sorted(modes)) or None
         self._claim_folder()
         self.base = RecordStore(self.out / "baseline.jsonl")
         self.extracted = RecordStore(self.out / "constraints.jsonl")
@@ -86,7 +89,7 @@ class Pipeline:
                         f"run folder {self.out} was made with {key}={theirs[key]!r}, not {mine[key]!r}",
                         "choose a new --out for this model/setting, or delete the folder to start over",
                     )
-        write_json_atomic(meta, {"identity": mine, "config": asdict(self.cfg)})
+        write_json_atomic(meta, {"identity": mine, "config": asdict(self.cfg), "sandbox": self.sandbox_mode})
 
     # -- resources, created only when a stage has work to do ------------------------------------
     def _make(self, backend: str, model: str, base_url: str | None, chat_template_kwargs: dict | None = None) -> Generator:

@@ -24,6 +24,7 @@ def write_summary(out: str | Path) -> dict:
     constrained = _read(out / "constrained.jsonl")
     summary = summarise(_read(out / "baseline.jsonl"), constrained, meta["identity"]["seed"])
     summary["model"] = meta["identity"]["model"]
+    summary["sandbox"] = meta.get("sandbox")  # the isolation model-written code ran under (None: no code task)
     soft = soft_summary(_read(out / "constraints.jsonl"), constrained)
     if soft is not None:  # where every LLM-written constraint went; empty and unparseable replies included
         summary["soft_constraints"] = soft

@@ -32,6 +32,8 @@ def assemble(inputs: list[Path], allow_mixed_settings: bool = False) -> tuple[di
                                                 "status": "done" if c.done else "pending"} for c in p.checkpoints]}
                       for p in paradigms},
         "tasks": task_names,
+        "sandbox": {p.name: sorted({str(c.summary.get("sandbox")) for c in p.checkpoints if c.done and c.summary.get("sandbox")})
+                    for p in paradigms},
         "series": series,
         "base": None if base is None else curves.checkpoint_numbers(base, task_names),
         "final": {p.name: curves.final_numbers(p, task_names) for p in paradigms},

@@ -9,6 +9,7 @@ def print_summary(summary: dict, out: str) -> None:
     s = summary["sustain"]
     lines = [
         f"model        {summary.get('model')}",
+        f"code sandbox {summary.get('sandbox') or 'none (no code task)'}",
         f"accuracy     {fmt(summary['accuracy'])}",
         f"SustainScore {fmt(s['overall'])}",
     ]

@@ -100,7 +100,9 @@ def paired_table(report: dict) -> list[str]:
 def render(report: dict, notes: str | None = None) -> str:
     lines = ["# SustainScore robustness report", "",
              "Built from run folders only: " + ", ".join(f"`{p}`" for p in report["inputs"]) + ".",
-             f"Paradigms: {', '.join(report['final'])}. Tasks: {', '.join(report['tasks']) or 'none'}.", ""]
+             f"Paradigms: {', '.join(report['final'])}. Tasks: {', '.join(report['tasks']) or 'none'}.",
+             "Code sandbox: " + ("; ".join(f"{name}: {', '.join(modes)}" for name, modes in report.get("sandbox", {}).items()
+                                          if modes) or "none (no code task)") + ".", ""]
     if report.get("settings_differences"):  # overlaid although their evals differ: said first, loudly
         lines += ["## WARNING: these curves were evaluated with different settings", "",
                   "Built with --allow-mixed-settings. Differences between curves below may come from these settings, "
