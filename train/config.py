@@ -20,6 +20,7 @@ from typing import Sequence
 
 from sustain.eval.errors import UserError, run_entry
 from sustain.eval.generators import DEFAULT_BACKEND
+from sustain.eval.generators.gguf import converted_folder, gguf_file
 from sustain.eval.tasks import DEFAULT_TASK, TASKS
 
 EVAL_MODES = ("none", "inline", "sbatch")
@@ -69,7 +70,7 @@ class EvalArguments:
     eval_limit: int | None = field(default=50, metadata={"help": "items per task (the eval's item budget)"})
     eval_k_max: int = 1
     eval_families: list[str] = field(default_factory=lambda: ["hard"])
-    eval_max_new_tokens: int = 256
+    eval_max_new_tokens: int = 4096
     eval_batch_size: int = 16
     eval_attention: bool = False
     eval_seed: int = 0
@@ -213,6 +214,10 @@ def _check(script_args, model_args) -> None:
     local = Path(model_args.model_name_or_path).expanduser()
     if local.exists():
         model_args.model_name_or_path = str(local.resolve())
+    # A .gguf base trains from its dequantised safetensors folder, so checkpoints are ordinary ones.
+    gguf = gguf_file(model_args.model_name_or_path)
+    if gguf is not None:
+        model_args.model_name_or_path = str(converted_folder(gguf))
 
 
 def key_values(entries: Sequence[str]) -> dict:

@@ -7,23 +7,28 @@ from pathlib import Path
 from sustain.eval.errors import UserError
 from sustain.eval.generators.base import Generation, Generator, SamplingConfig
 from sustain.eval.generators.chat import PLAIN_CHAT_STOPS, PLAIN_CHAT_TEMPLATE, truncate_at_stop
+from sustain.eval.generators.gguf import converted_folder, gguf_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def check_model_source(model: str) -> str:
-    """A local folder must hold a config and weights; anything else is taken as a hub name.
+    """A local folder must hold a config and weights; a .gguf (or a folder holding one) is
+    converted once to such a folder (generators/gguf.py); anything else is taken as a hub name.
 
     Returns the absolute folder path, or the hub name unchanged.
     """
+    gguf = gguf_file(model)
+    if gguf is not None:
+        return str(converted_folder(gguf))
     path = Path(model).expanduser()
     if not path.exists():
         if model.startswith((".", "/", "~")) or model.count("/") > 1:
             raise UserError(f"model folder not found: {model}", "pass an existing model folder or a hub name")
         return model
     if not path.is_dir():
-        raise UserError(f"model path is not a folder: {path}", "pass the folder that holds config.json and the weights")
+        raise UserError(f"model path is not a folder: {path}", "pass the folder that holds config.json and the weights, or a .gguf file")
     if (path / "adapter_config.json").is_file():  # a PEFT adapter: transformers loads its base model itself
         return str(path.resolve())
     if not (path / "config.json").is_file():
@@ -72,6 +77,7 @@ class HFGenerator(Generator):
         attn_implementation: str | None = None,
         trust_remote_code: bool = False,
         revision: str | None = None,
+        chat_template_kwargs: dict | None = None,
     ):
         from safetensors import SafetensorError
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -96,12 +102,14 @@ class HFGenerator(Generator):
         if self.tokenizer.pad_token is None:  # many base models ship without one; left padding needs it
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.uses_plain_template = not self.tokenizer.chat_template
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})  # template options, e.g. enable_thinking=False
 
     def prompt_text(self, conversation: list[dict]) -> str:
         """The exact text the model is conditioned on for a conversation."""
         template = PLAIN_CHAT_TEMPLATE if self.uses_plain_template else None
         return self.tokenizer.apply_chat_template(
-            conversation, chat_template=template, tokenize=False, add_generation_prompt=True
+            conversation, chat_template=template, tokenize=False, add_generation_prompt=True,
+            **self.chat_template_kwargs,
         )
 
     def generate(self, conversations: list[list[dict]], cfg: SamplingConfig) -> list[Generation]:

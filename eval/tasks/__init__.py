@@ -14,7 +14,9 @@ TASKS = {
 }
 DEFAULT_TASK = "arith"  # the offline synthetic task: runs anywhere with no data
 #: run-wide settings (EvalConfig fields) handed to tasks that declare runs_code.
-SANDBOX_SETTINGS = ("sandbox_workers",)
+SANDBOX_SETTINGS = ("sandbox_workers", "sandbox")
+#: run-wide grading settings (EvalConfig fields) handed to every task whose constructor takes them.
+GRADING_SETTINGS = ("f1_threshold",)
 
 
 def task_class(name: str) -> type[Task]:
@@ -44,12 +46,13 @@ def get_task(name: str, **options) -> Task:
 
 def open_task(name: str, cfg) -> Task:
     """A task as every eval stage builds it from an EvalConfig: its data source from cfg.data and, for a
-    task that runs code, the sandbox settings its constructor takes. Close it after use."""
+    task that runs code, the sandbox settings its constructor takes; the grading settings it takes. Close it after use."""
     cls = task_class(name)
     options = {"data": cfg.data[name]} if name in cfg.data else {}
     if cls.runs_code:
         options.update(accepted(cls, {k: getattr(cfg, k) for k in SANDBOX_SETTINGS}))
+    options.update(accepted(cls, {k: getattr(cfg, k) for k in GRADING_SETTINGS}))
     return get_task(name, **options)
 
 
-__all__ = ["DEFAULT_TASK", "answer_kind_of", "Grade", "Item", "SANDBOX_SETTINGS", "TASKS", "Task", "get_task", "open_task", "task_class"]
+__all__ = ["DEFAULT_TASK", "GRADING_SETTINGS", "answer_kind_of", "Grade", "Item", "SANDBOX_SETTINGS", "TASKS", "Task", "get_task", "open_task", "task_class"]

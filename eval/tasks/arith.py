@@ -258,7 +258,7 @@ class ArithTask(Task):
             return Grade(False, None, 0.0, {"reason": "no answer"})
         success = value == Decimal(int(item.gold))
         detail = {"extracted_by": how} if success else {"reason": "wrong answer", "extracted_by": how, "expected": item.gold}
-        return Grade(success, answer, float(success), detail)
+        return Grade(success, answer, float(success), detail, explicit=how == "answer phrase")
 
     # -- training data
 
