@@ -24,6 +24,7 @@ from sustain.eval.config import EvalConfig, template_options
 from sustain.eval.errors import UserError
 from sustain.eval.generators import Generator, SamplingConfig, open_generator
 from sustain.eval.records import RecordStore, write_json_atomic
+from sustain.eval.sandbox.isolation import SETTINGS as SANDBOX_SETTINGS
 from sustain.eval.seeds import stable_seed
 from sustain.eval.shards import shard_items
 from sustain.eval.summary import write_summary
@@ -70,6 +71,8 @@ class Pipeline:
             raise UserError("no model given", "pass --model PATH_OR_NAME")
         if not cfg.tasks:
             raise UserError("no tasks given", f"pass --tasks {','.join(TASKS)} (or module:Class)")
+        if cfg.sandbox not in SANDBOX_SETTINGS:  # checked even when no task runs code: a typo is never ignored
+            raise UserError(f"unknown sandbox setting {cfg.sandbox!r}", f"use one of: {', '.join(SANDBOX_SETTINGS)}")
         bad = [f for f in cfg.families if f not in C.FAMILIES]
         if bad:
             raise UserError(f"unknown constraint family {bad[0]!r}", f"use: {', '.join(C.FAMILIES)}")
