@@ -32,8 +32,8 @@ from tests.conftest import ROOT
 STAGES = ("baseline.jsonl", "constraints.jsonl", "constrained.jsonl")
 EVAL_FLAGS = ["--tasks", "arith", "--limit", "8", "--k-max", "2", "--max-new-tokens", "32", "--batch-size", "2"]
 SFT_FLAGS = ["--dataset_size", "64", "--per_device_train_batch_size", "8", "--max_steps", "8", "--save_steps", "1",
-             "--logging_steps", "1", "--eval_mode", "inline", "--eval_limit", "4", "--eval_max_new_tokens", "24",
-             "--eval_batch_size", "4", "--report_to", "none", "--save_total_limit", "10"]
+             "--logging_steps", "1", "--eval_mode", "inline", "--eval.limit", "4", "--eval.max_new_tokens", "24",
+             "--eval.batch_size", "4", "--report_to", "none", "--save_total_limit", "10"]
 SEED = 20260125
 STEPS = 8  # --max_steps: a checkpoint (and its inline eval) at every step
 
@@ -260,8 +260,7 @@ lr_scheduler_type: constant
 max_length: 128
 save_strategy: steps
 seed: 0
-eval_tasks: [arith]
-eval_k_max: 1
+eval: {tasks: [arith], k_max: 1}
 """
 
 

@@ -40,7 +40,7 @@ DEMO_BASE = {
 }
 QUICK_BASE: dict = {}  # TinyConfig's defaults: the model the tests' tiny_model fixture caches
 
-QUICK_EVAL = ("--eval_limit", "12", "--eval_batch_size", "12")
+QUICK_EVAL = ("--eval.limit", "12", "--eval.batch_size", "12")
 QUICK_STEPS = ("--max_steps", "4", "--save_steps", "2", "--logging_steps", "1")
 QUICK_GRPO = ("--per_device_train_batch_size", "8", "--num_generations", "4", "--max_completion_length", "24")
 
@@ -313,7 +313,7 @@ def run_demo(out: Path, quick: bool = False) -> Path:
     parsed = {p.name: parse(p, base, out, quick) for p in PARADIGMS}
     check_same_eval(parsed)
     first = parsed[PARADIGMS[0].name][0]
-    with display.stage("base eval", f"SustainScore of the base model on {first.eval_limit} held-out items: step 0") as status:
+    with display.stage("base eval", f"SustainScore of the base model on {first.eval.limit} held-out items: step 0") as status:
         eval_base(base, out, first, status)
     for paradigm in PARADIGMS:
         _, training_args, _ = parsed[paradigm.name]
@@ -344,7 +344,7 @@ def run_paradigm(paradigm: Paradigm, base: Path, out: Path, quick: bool, status:
         status[0] = "already trained and evaluated"
         return
     write_run_info(paradigm, base, out)
-    module = importlib.import_module(f"train.{paradigm.kind}")  # train.sft | train.grpo: run(...)
+    module = importlib.import_module(f"sustain.train.{paradigm.kind}")  # sustain.train.sft | .grpo: run(...)
     with own_wandb_run():
         # parsed again: parse_recipe's objects are consumed by the trainer (model_init_kwargs, ...)
         module.run(*parse(paradigm, base, out, quick))
