@@ -1,8 +1,8 @@
 """A recipe's `eval:` block: the per-checkpoint eval's settings, which ARE sustain.eval.config.EvalConfig.
 
     eval:                              # EvalConfig keys (`sustain eval --help`), model and out excepted:
-      tasks: [gsm8k]                   # those are the checkpoint and its eval folder
-      limit: 500
+      limit: 500                       # those are the checkpoint and its eval folder
+      k_max: 3
     eval: ../eval/qwen2.5-1.5b.yaml    # or a file of them, relative to the recipe (compared recipes share one)
     eval: {include: ../eval/x.yaml, limit: 50}   # or a file plus keys that override it
 
@@ -29,7 +29,7 @@ def read_block(value, recipe_dir: str | Path, where: str) -> dict:
         value = {"include": value}
     if not isinstance(value, dict):
         raise UserError(f"the eval block of {where} must be a mapping or a file path, got {value!r}",
-                        "write eval: {tasks: [gsm8k], limit: 100} or eval: path/to/eval.yaml")
+                        "write eval: {limit: 100, k_max: 3} or eval: path/to/eval.yaml")
     block = dict(value)
     include = block.pop("include", None)
     if include is not None:
