@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sustain.eval.errors import UserError
 from sustain.eval.failures import analyse
+from sustain.eval.grading_figures import accuracy_by_filter, truncation
 from sustain.eval.records import RecordStore, write_json_atomic
 from sustain.eval.scoring import grouped, proportion
 
@@ -60,6 +61,8 @@ def summarise(base: list[dict], constrained: list[dict], seed: int = 0) -> dict:
             "by_category": grouped(runs, category, sustain),
             "by_k": grouped(runs, lambda r: [f"k{r['k']}"], sustain),
         },
+        "truncation": truncation(base, constrained, seed),
+        "accuracy_by_filter": accuracy_by_filter(base, seed),
         "follow_rate": follow(runs),
         "joint_rate": joint(runs),
         "failures": failures["counts"],

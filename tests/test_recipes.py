@@ -60,12 +60,12 @@ def test_shared_eval_files_are_eval_configs(path):
     assert isinstance(from_dict(EvalConfig, load_yaml(path)), EvalConfig)
 
 
-@pytest.mark.parametrize("family", ["demo", "qwen2.5-1.5b"])
+@pytest.mark.parametrize("family", ["demo", "qwen2.5-1.5b", "smollm2-135m"])
 def test_recipes_that_are_compared_share_one_eval_block(family):
     from sustain.train.eval_block import recipe_eval_config
 
     recipes = sorted((ROOT / "recipes" / family).glob("*.yaml"))
-    assert len(recipes) == 3 and len({repr(recipe_eval_config(r)) for r in recipes}) == 1
+    assert len(recipes) >= 2 and len({repr(recipe_eval_config(r)) for r in recipes}) == 1
 
 
 def test_eval_block_takes_every_eval_config_key_a_file_and_flags(tmp_path):

@@ -85,7 +85,7 @@ def check_at_start(config: EvalConfig, output_dir: str | Path, where: str) -> No
     """The settings checked when training starts, not at the first checkpoint: names and ranges as the
     pipeline checks them, and each task's items load (unknown task, missing data file)."""
     from sustain.eval.pipeline import Pipeline
-    from sustain.eval.tasks import get_task
+    from sustain.eval.tasks import open_task
 
     cfg = per_checkpoint(config, Path(output_dir) / "checkpoint-0", Path(output_dir) / KEY)
     try:
@@ -93,7 +93,7 @@ def check_at_start(config: EvalConfig, output_dir: str | Path, where: str) -> No
         if cfg.limit is not None and cfg.limit < 0:
             raise UserError(f"limit must be >= 0, got {cfg.limit}", "set limit to 0 or more, or null for all items")
         for name in cfg.tasks:
-            task = get_task(name, **({"data": cfg.data[name]} if name in cfg.data else {}))
+            task = open_task(name, cfg)
             try:
                 if not task.load(cfg.split, cfg.limit):
                     raise UserError(f"task {name!r} has no items (split {cfg.split!r}, limit {cfg.limit})",
