@@ -14,7 +14,7 @@ from sustain.train.config import parse_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if p.parent.name not in ("accelerate", "eval"))
-EVAL_FILES = sorted((ROOT / "recipes" / "eval").glob("*.yaml"))  # eval blocks that recipes share
+EVAL_FILES = sorted((ROOT / "recipes").glob("*/eval/*.yaml"))  # eval blocks that recipes share
 
 
 def kind_of(recipe: Path) -> str:
@@ -53,7 +53,7 @@ def test_cli_flags_override_the_yaml(tmp_path):
     assert trainer.learning_rate == 0.5 and (script.eval.limit, script.eval.seed) == (7, 3)
 
 
-@pytest.mark.parametrize("path", EVAL_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", EVAL_FILES, ids=lambda p: p.parts[-3])
 def test_shared_eval_files_are_eval_configs(path):
     from sustain.eval.config import EvalConfig, from_dict, load_yaml
 

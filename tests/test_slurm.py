@@ -39,7 +39,11 @@ def run(*cmd, env=None, timeout=120) -> subprocess.CompletedProcess:
 
 
 def write_recipe(path: Path, base: Path, **changes) -> Path:
-    data = {**yaml.safe_load(base.read_text()), **changes}
+    """A copy of recipe `base` elsewhere, its shared eval block written in (its include is relative)."""
+    from sustain.train.eval_block import read_block
+
+    data = yaml.safe_load(base.read_text())
+    data = {**data, "eval": read_block(data.get("eval"), base.parent, str(base)), **changes}
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -66,7 +70,7 @@ def test_write_applies_overrides_to_every_recipe_or_one_paradigm(tmp_path):
     assert sft["output_dir"] == str(tmp_path / "sft") and grpo["output_dir"] == str(tmp_path / "grpo")
     assert sft["max_steps"] == grpo["max_steps"] == 3
     # the shared eval file is written into each run's recipe, with the override on top
-    assert sft["eval"] == grpo["eval"] == {**yaml.safe_load((ROOT / "recipes" / "eval" / "demo.yaml").read_text()), "limit": 9}
+    assert sft["eval"] == grpo["eval"] == {**yaml.safe_load((ROOT / "recipes" / "demo" / "eval" / "sustain.yaml").read_text()), "limit": 9}
     assert grpo["num_generations"] == 2 and "num_generations" not in sft
 
 
@@ -74,7 +78,8 @@ def test_write_refuses_unknown_keys_and_evals_that_differ(tmp_path):
     with pytest.raises(UserError, match="unknown key 'bogus'"):
         write(["bogus=1"], [str(DEMO[0]), str(tmp_path / "sft")])
     assert not (tmp_path / "sft" / "recipe.yaml").exists()
-    other = write_recipe(tmp_path / "other.yaml", DEMO[0], eval={"include": str(ROOT / "recipes" / "eval" / "demo.yaml"), "limit": 7})
+    other = write_recipe(tmp_path / "other.yaml", DEMO[0], eval={"include": str(ROOT / "recipes" / "demo" / "eval" / "sustain.yaml"),
+                                                                 "limit": 7})
     with pytest.raises(UserError, match="limit: 7"):
         write([], [str(DEMO[0]), str(tmp_path / "a"), str(other), str(tmp_path / "b")])
 

@@ -3,8 +3,8 @@
     eval:                              # EvalConfig keys (`sustain eval --help`), model and out excepted:
       limit: 500                       # those are the checkpoint and its eval folder
       k_max: 3
-    eval: ../eval/qwen2.5-1.5b.yaml    # or a file of them, relative to the recipe (compared recipes share one)
-    eval: {include: ../eval/x.yaml, limit: 50}   # or a file plus keys that override it
+    eval: eval/sustain.yaml            # or a file of them, relative to the recipe (compared recipes share one)
+    eval: {include: eval/sustain.yaml, limit: 50}   # or a file plus keys that override it
 
 On the command line `--eval.KEY VALUE` overrides a key. This module reads the block without parsing
 the rest of the recipe (an eval job needs nothing else) and checks it at training start.
