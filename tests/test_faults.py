@@ -29,7 +29,7 @@ import pytest
 from sustain.eval.records import RecordStore
 from tests.conftest import ROOT
 
-STAGES = ("baseline.jsonl", "constraints.jsonl", "constrained.jsonl")
+STAGES = ("baseline.jsonl", "constraints.jsonl", "constrained.jsonl", "control.jsonl")
 EVAL_FLAGS = ["--tasks", "arith", "--limit", "8", "--k-max", "2", "--max-new-tokens", "32", "--batch-size", "2"]
 SFT_FLAGS = ["--dataset_size", "64", "--per_device_train_batch_size", "8", "--max_steps", "8", "--save_steps", "1",
              "--logging_steps", "1", "--eval_mode", "inline", "--eval_limit", "4", "--eval_max_new_tokens", "24",

@@ -224,35 +224,23 @@ def _define_metrics(run) -> None:
     _DEFINED.add(run.id)
 
 
-def _stat(metrics: dict, key: str, stat, with_interval: bool = False) -> None:
-    """Add a {value, lo, hi, n} statistic; an undefined value (None, with a reason) is left out."""
-    if isinstance(stat, dict) and "value" not in stat and "overall" in stat:
-        stat = stat["overall"]
-    if not isinstance(stat, dict) or stat.get("value") is None:
-        return
-    metrics[key] = stat["value"]
-    if with_interval:
-        for part in ("lo", "hi", "n"):
-            if stat.get(part) is not None:
-                metrics[f"{key}_{part}"] = stat[part]
-
-
 def wandb_metrics(summary: dict, step: int) -> dict:
-    """Flat W&B metrics of one checkpoint's summary.json, keyed to its checkpoint step."""
+    """Flat W&B metrics of one checkpoint's summary.json, keyed to its checkpoint step: the report's
+    metric names (sustain.eval.report.curves.checkpoint_metrics) under sustain/, each with _lo, _hi, _n.
+    The SustainScore is only per task and family at k=1 (sustain/score/<task>/<family>); undefined
+    values (None, with a reason) are left out."""
+    from sustain.eval.report.curves import checkpoint_metrics
+
     # train/global_step too: the trainer's W&B integration plots "*" against it, so either axis
     # puts the point at its checkpoint.
     m: dict = {"train/checkpoint_step": step, "train/global_step": step}
-    sustain = summary.get("sustain") or {}
-    _stat(m, "sustain/score", sustain.get("overall"), with_interval=True)
-    for group, prefix in (("by_task", "task"), ("by_category", "category"), ("by_family", "family"), ("by_k", "k")):
-        for name, stat in (sustain.get(group) or {}).items():
-            _stat(m, f"sustain/score/{prefix}/{name}", stat)
-    _stat(m, "sustain/accuracy", summary.get("accuracy"), with_interval=True)
-    for name, stat in (summary.get("accuracy_by_task") or {}).items():
-        _stat(m, f"sustain/accuracy/task/{name}", stat)
-    _stat(m, "sustain/follow_rate", summary.get("follow_rate"))
-    _stat(m, "sustain/joint_rate", summary.get("joint_rate"))
-    _stat(m, "sustain/attention_gap", (summary.get("attention") or {}).get("gap"))
+    for name, stat in checkpoint_metrics(summary).items():
+        if not isinstance(stat, dict) or stat.get("value") is None:
+            continue
+        m[f"sustain/{name}"] = stat["value"]
+        for part in ("lo", "hi", "n"):
+            if stat.get(part) is not None:
+                m[f"sustain/{name}_{part}"] = stat[part]
     for failure_class, count in (summary.get("failures") or {}).items():
         m[f"sustain/failures/{failure_class}"] = count
     return m

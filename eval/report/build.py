@@ -16,6 +16,7 @@ def assemble(inputs: list[Path]) -> tuple[dict, dict[str, list[int]]]:
     """Everything report.json holds except the plot names; plus pending steps per paradigm."""
     paradigms = collect([Path(p) for p in inputs])
     task_names = curves.tasks(paradigms)
+    cell_names = curves.cells(paradigms)
     series = curves.build_series(paradigms)
     base = base_checkpoint(paradigms)
     pending = [{"paradigm": p.name, "step": c.step, "folder": str(c.folder), "reason": c.pending}
@@ -27,9 +28,10 @@ def assemble(inputs: list[Path]) -> tuple[dict, dict[str, list[int]]]:
                                                 "status": "done" if c.done else "pending"} for c in p.checkpoints]}
                       for p in paradigms},
         "tasks": task_names,
+        "cells": [f"{t}/{f}" for t, f in cell_names],
         "series": series,
-        "base": None if base is None else curves.checkpoint_numbers(base, task_names),
-        "final": {p.name: curves.final_numbers(p, task_names) for p in paradigms},
+        "base": None if base is None else curves.checkpoint_numbers(base, cell_names),
+        "final": {p.name: curves.final_numbers(p, cell_names) for p in paradigms},
         "paired_tests": paired_tests(paradigms),
         "pending": pending,
         "undefined": curves.undefined_points(series),
@@ -50,7 +52,7 @@ def build_report(inputs: list[Path], out: Path, wandb_mode: str | None = None, p
     out = Path(out)
     report, pending_steps = assemble(inputs)
     out.mkdir(parents=True, exist_ok=True)
-    report["plots"] = plots.all_plots(report["series"], report["tasks"], pending_steps, out)
+    report["plots"] = plots.all_plots(report["series"], report["cells"], pending_steps, out)
     md = out / "report.md"
     write_text_atomic(md, markdown.render(report, notes))
     write_json_atomic(out / "report.json", report)  # last: a report.json means the whole report is there

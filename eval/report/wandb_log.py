@@ -32,16 +32,19 @@ def _rows(metrics: dict[str, list[dict]]) -> list[dict]:
 
 
 def final_table_rows(report: dict) -> tuple[list[str], list[list]]:
-    tasks = report["tasks"]
-    columns = ["paradigm", "final_step", "accuracy", "accuracy_lo", "accuracy_hi", "sustain", "sustain_lo",
-               "sustain_hi", "sustain_n", *[f"sustain_{t}" for t in tasks], "follow_rate"]
+    """One row per paradigm and (task, family) cell at its final checkpoint (k=1)."""
+    columns = ["paradigm", "final_step", "task", "family", "accuracy", "sustain", "sustain_lo", "sustain_hi",
+               "sustain_n", "control", "control_lo", "control_hi", "vs_control_p", "coverage", "follow_rate"]
     data = []
     for name, f in report["final"].items():
         if f is None:
             continue
-        data.append([name, f["step"], f["accuracy"]["value"], f["accuracy"]["lo"], f["accuracy"]["hi"],
-                     f["sustain"]["value"], f["sustain"]["lo"], f["sustain"]["hi"], f["sustain"]["n"],
-                     *[f["sustain_by_task"][t]["value"] for t in tasks], f["follow_rate"]["value"]])
+        for cell in report["cells"]:
+            c = f["cells"][cell]
+            data.append([name, f["step"], c["task"], c["family"], c["accuracy"]["value"], c["score"]["value"],
+                         c["score"]["lo"], c["score"]["hi"], c["score"]["n"], c["control"]["value"],
+                         c["control"]["lo"], c["control"]["hi"], c["vs_control_p"], c["coverage"]["value"],
+                         c["follow_rate"]["value"]])
     return columns, data
 
 
@@ -71,8 +74,8 @@ def log_report(report: dict, out: Path, mode: str, project: str, group: str | No
             run.log(row)
         final = report["final"].get(name)
         if final is not None:
-            run.summary.update({"final_step": final["step"], "final_sustain": final["sustain"]["value"],
-                                "final_accuracy": final["accuracy"]["value"]})
+            run.summary.update({"final_step": final["step"], "final_accuracy": final["accuracy"]["value"],
+                                **{f"final_score/{cell}": c["score"]["value"] for cell, c in final["cells"].items()}})
         entity = run.entity
         run_dirs.append(Path(run.dir).parent)
         run.finish()
@@ -100,8 +103,9 @@ def report_blocks(report: dict, project: str, entity: str | None, group: str, wr
     from sustain.eval.report.markdown import findings
 
     runset = wr.Runset(project=project, entity=entity, name=group, filters=f"Metric('Group') == '{group}'")
-    ys = ["sustain", "accuracy", *[f"sustain/task/{t}" for t in report["tasks"]], "follow_rate"]
-    panels = [wr.LinePlot(title=y, x=STEP, y=[y]) for y in ys]
+    panels = [wr.LinePlot(title=f"SustainScore k=1, {cell}, with its control", x=STEP,
+                          y=[f"score/{cell}", f"control/{cell}"]) for cell in report["cells"]]
+    panels += [wr.LinePlot(title=y, x=STEP, y=[y]) for y in ["accuracy", *[f"accuracy/{t}" for t in report["tasks"]]]]
     if any("attention_gap" in m for m in report["series"].values()):
         panels.append(wr.LinePlot(title="attention_gap", x=STEP, y=["attention_gap"]))
     panels.append(wr.MediaBrowser(title="report plots", media_keys=[f"plots/{k}" for k in report["plots"]]))
