@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("failures", help="export every failure (solved at baseline, failed constrained) with its class")
     f.add_argument("run")
     f.set_defaults(func=cmd_failures)
-    t = sub.add_parser("attention", help="attention on the constraint (and the causal ablation) for a finished hf eval")
+    t = sub.add_parser("attention", help="attention on the constraint (and the causal ablation) for a finished eval of a local model")
     t.add_argument("run", help="the eval run folder (run.json names the model)")
     t.add_argument("--layers", type=_layer_list, default=None, help="layers per-step attention averages, e.g. 0,1 (default: run.json's, else all)")
     t.add_argument("--batch-size", type=int, default=8, help="generations per teacher-forced forward pass")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 
+from sustain.eval.tasks import answer_kind_of
+
 META_PATTERNS = re.compile(
     r"\b(as (you )?(requested|instructed|asked)|the (constraint|instruction|requirement)s?\b|"
     r"word (limit|count)|in (all )?lowercase|without (using )?(any )?commas?|"
@@ -22,6 +24,7 @@ META_PATTERNS = re.compile(
 )
 NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 CLASSES = ("truncated", "code_syntax", "code_runtime", "output_spec", "reasoning", "no_answer")
+CODE_CLASSES = ("code_syntax", "code_runtime")  # for tasks whose answers are programs (Task.answer_kind "code")
 
 
 def has_meta_commentary(output: str) -> bool:
@@ -55,7 +58,7 @@ def classify(record: dict) -> str:
     if record.get("finish_reason") == "length":
         return "truncated"
     reason = str(detail.get("reason", ""))
-    if record["task"] == "humaneval" or "tests" in detail:
+    if answer_kind_of(record) == "code" or "tests" in detail:
         return "code_syntax" if "syntax" in reason.lower() else "code_runtime"
     answer = record.get("answer")
     if gold_in_output(record.get("gold"), record.get("output", "")) and (

@@ -18,28 +18,21 @@ records. summary.json is derived from the records alone.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable
 
 from tqdm.auto import tqdm
 
 from sustain.eval import constraints as C
 from sustain.eval.config import EvalConfig
 from sustain.eval.errors import UserError
-from sustain.eval.generators import Generator, SamplingConfig, make_generator
+from sustain.eval.generators import Generator, SamplingConfig, open_generator
 from sustain.eval.item_identity import data_fingerprint, item_fingerprint, refuse_changed_items
 from sustain.eval.records import RecordStore, record_key, write_json_atomic
+from sustain.eval.seeds import stable_seed
 from sustain.eval.summary import write_summary
-from sustain.eval.tasks import Item, Task, get_task
-
-
-
-def stable_seed(*parts) -> int:
-    """A seed that depends only on its parts (not on Python's hash randomisation)."""
-    return int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:8], 16)
+from sustain.eval.tasks import TASKS, Item, Task, open_task
 
 
 def drop_partial_batches(stores: list[RecordStore]) -> None:
@@ -73,10 +66,7 @@ class Pipeline:
         self.tasks: dict[str, Task] = {}
         self.items: dict[str, dict[str, Item]] = {}
         for name in cfg.tasks:
-            options = {"data": cfg.data[name]} if name in cfg.data else {}
-            if name == "humaneval":
-                options["sandbox_workers"] = cfg.sandbox_workers
-            task = get_task(name, **options)
+            task = open_task(name, cfg)
             items = task.load(cfg.split, cfg.limit)
             if not items:
                 raise UserError(f"task {name!r} has no items (split {cfg.split!r}, limit {cfg.limit})",
@@ -95,12 +85,14 @@ class Pipeline:
         if not cfg.model:
             raise UserError("no model given", "pass --model PATH_OR_NAME")
         if not cfg.tasks:
-            raise UserError("no tasks given", "pass --tasks arith,gsm8k,hotpotqa,humaneval")
+            raise UserError("no tasks given", f"pass --tasks {','.join(TASKS)} (or module:Class)")
         bad = [f for f in cfg.families if f not in C.FAMILIES]
         if bad:
             raise UserError(f"unknown constraint family {bad[0]!r}", f"use: {', '.join(C.FAMILIES)}")
         for cat in cfg.categories or []:
             C.check_category(cat)
+        if cfg.f1_threshold is not None and not 0 < cfg.f1_threshold <= 1:
+            raise UserError(f"f1_threshold must be in (0, 1], got {cfg.f1_threshold}", "use e.g. 0.5, or leave it unset for exact match")
         if cfg.k_max < 1:
             raise UserError(f"k_max must be at least 1, got {cfg.k_max}", "pass --k-max 1 or more")
         if "soft" in cfg.families and not cfg.soft_model:
@@ -130,11 +122,8 @@ class Pipeline:
 
     # -- resources, created only when a stage has work to do ------------------------------------
     def _make(self, backend: str, model: str, base_url: str | None) -> Generator:
-        opts = {"model": model}
-        if backend == "openai":
-            opts.update(base_url=base_url, api_key_env=self.cfg.api_key_env, timeout_s=self.cfg.request_timeout_s,
-                        max_retries=self.cfg.request_retries)
-        return make_generator(backend, **opts)
+        return open_generator(backend, model, base_url=base_url, api_key_env=self.cfg.api_key_env,
+                              timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.request_retries)
 
     @property
     def generator(self) -> Generator:
@@ -149,10 +138,21 @@ class Pipeline:
             self._soft = C.SoftExtractor(judge, cache_dir=self.out / "llm_cache")
         return self._soft
 
-    def sampling(self) -> SamplingConfig:
+    def sampling(self, stop: tuple[str, ...] = ()) -> SamplingConfig:
         c = self.cfg
         return SamplingConfig(max_new_tokens=c.max_new_tokens, temperature=c.temperature, seed=c.seed,
-                              batch_size=c.batch_size)
+                              batch_size=c.batch_size, stop=list(stop))
+
+    def _generate(self, chunk: list[tuple[RecordStore, Item, str, dict]]) -> list:
+        """One generate call per distinct set of stop strings the chunk's tasks declare (usually one)."""
+        gens = [None] * len(chunk)
+        by_stop: dict[tuple[str, ...], list[int]] = {}
+        for i, (_, _, task, _) in enumerate(chunk):
+            by_stop.setdefault(tuple(self.tasks[task].stop), []).append(i)
+        for stop, idx in by_stop.items():
+            for i, gen in zip(idx, self.generator.generate([chunk[i][3]["messages"] for i in idx], self.sampling(stop))):
+                gens[i] = gen
+        return gens
 
     # -- stages -------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -191,13 +191,13 @@ class Pipeline:
             return
         for start in tqdm(range(0, len(todo), bs), desc=desc, unit="batch", leave=False):
             chunk = todo[start:start + bs]
-            gens = self.generator.generate([j[3]["messages"] for j in chunk], self.sampling())
+            gens = self._generate(chunk)
             by_task: dict[str, list[int]] = {}
             for i, (_, _, task, _) in enumerate(chunk):
                 by_task.setdefault(task, []).append(i)
             grades = [None] * len(chunk)
             for task, idx in by_task.items():
-                gs = self.tasks[task].grade_many([chunk[i][1] for i in idx], [gens[i].text for i in idx])
+                gs = self.tasks[task].grade_generations([chunk[i][1] for i in idx], [gens[i] for i in idx])
                 for i, g in zip(idx, gs):
                     grades[i] = g
             by_store: dict[int, tuple[RecordStore, list[dict]]] = {}
@@ -206,7 +206,8 @@ class Pipeline:
             shared = len({id(j[0]) for j in chunk}) > 1
             batch = {"id": "|".join(map(str, (chunk[0][2], chunk[0][1].id, chunk[0][3]["condition"]))), "size": len(chunk)}
             for (store, item, task, fields), gen, grade in zip(chunk, gens, grades):
-                rec = {"task": task, "item_id": item.id, "gold": gold_text(item), **fields,
+                rec = {"task": task, "item_id": item.id, "gold": gold_text(item),
+                       "answer_kind": self.tasks[task].answer_kind, **fields,
                        "output": gen.text, "finish_reason": gen.finish_reason, "n_tokens": gen.n_tokens,
                        **grade.to_dict(), **({"batch": batch} if shared else {})}
                 by_store.setdefault(id(store), (store, []))[1].append(self._with_follow(rec))

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from sustain.eval.errors import UserError
 from sustain.eval.failures import analyse
-from sustain.eval.records import RecordStore, write_json_atomic
+from sustain.eval.grading_figures import accuracy_by_filter, truncation
 from sustain.eval.headline import headline
+from sustain.eval.records import RecordStore, write_json_atomic
 from sustain.eval.scoring import grouped, proportion
 
 
@@ -52,6 +53,8 @@ def summarise(base: list[dict], constrained: list[dict], seed: int = 0, extracte
         "accuracy_by_task": grouped(base, lambda r: [r["task"]],
                                     lambda rs: proportion(rs, lambda r: r["success"], "no items", seed)),
         "sustain": headline(base, list(extracted), runs, list(control), families, categories, k_max, seed),
+        "truncation": truncation(base, constrained, seed),
+        "accuracy_by_filter": accuracy_by_filter(base, seed),
         # failure classes count every constrained run (all families and k) of a solved item that failed
         "constrained_runs": len(runs),
         "failures": failures["counts"],

@@ -1,6 +1,6 @@
 """The attention and ablation stages on a real eval run folder of the tiny arith model, and `sustain attention`.
 
-The tiny base model never keeps an item once an instruction is added (NOTES-stack.md: retention ~0), so
+The tiny base model never keeps an item once an instruction is added (retention measured ~0), so
 every constrained generation of the real run fails. Tests that need a solved group copy the run folder
 and relabel some records as solved: the stages only read that label, and the ablation regrades outputs
 against the item, so its verdicts can be checked against the true labels.

@@ -75,7 +75,7 @@ def test_good_answer_keeps_self_evident_constraints_and_records_the_rest(tmp_pat
 
 def test_fenced_json_with_prose_and_trailing_commas_is_parsed(tmp_path):
     fenced = f'Sure! Here they are:\n```json\n[{{"category": "Method", "constraint": "{STEPS}",}},\n]\n```\nHope this helps.'
-    judge = f'Let me check.\n```json\n{{"satisfied": true, "reason": "shown",}}\n```'
+    judge = 'Let me check.\n```json\n{"satisfied": true, "reason": "shown",}\n```'
     records = SoftExtractor(ScriptedGenerator(fenced, {STEPS: judge}), tmp_path).extract(QUESTION, OUTPUT)
     assert [c.text for c in kept_constraints(records)] == [STEPS]
     assert kept_constraints(records)[0].category == "method"

@@ -30,6 +30,12 @@ def test_code_classes():
     assert classify(rec(task="humaneval", gold=None, detail={"reason": "failed: AssertionError"})) == "code_runtime"
 
 
+def test_code_classes_follow_the_declared_answer_kind_not_the_task_name():
+    code = dict(gold="68", answer="23 + 45", output="23 + 45 = 68", detail={"reason": "failed: AssertionError"})
+    assert classify(rec(task="mypkg.tasks:MyCodeTask", answer_kind="code", **code)) == "code_runtime"
+    assert classify(rec(task="mypkg.tasks:MyCodeTask", answer_kind="number", **code)) == "output_spec"
+
+
 def test_gold_matching_numbers_and_text():
     assert gold_in_output("1234", "it costs $1,234 in total")
     assert not gold_in_output("1234", "it costs 12345")

@@ -15,20 +15,16 @@ a restart or the other ranks read the same prompts instead of generating again.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from sustain.eval.errors import UserError
 from sustain.eval.records import RecordStore
+from sustain.eval.seeds import stable_seed
 
 from sustain.train.config import GRPOScriptArguments, key_values
 
 CACHE = "constraint_prompts.jsonl"
-
-
-def _seed(*parts) -> int:
-    return int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:8], 16)
 
 
 def mine_rows(task, items, outputs: list[str], k: int, seed: int) -> list[dict]:
@@ -41,7 +37,7 @@ def mine_rows(task, items, outputs: list[str], k: int, seed: int) -> list[dict]:
             continue
         # the gold answer must not leak into a constraint (e.g. "include the word 68")
         kept = C.kept_constraints(C.extract_hard(item.prompt, output, seed=seed, avoid=[str(item.gold)]))
-        chosen = C.choose_constraints(kept, k, _seed(seed, task.name, item.id, k))
+        chosen = C.choose_constraints(kept, k, stable_seed(seed, task.name, item.id, k))
         if not chosen:
             continue
         rows.append({
@@ -56,10 +52,11 @@ def mine_rows(task, items, outputs: list[str], k: int, seed: int) -> list[dict]:
 
 def build(args: GRPOScriptArguments, policy: str) -> list[dict]:
     """Generate with the base policy and mine constraint-augmented rows (see module docstring)."""
-    from sustain.eval.generators import SamplingConfig, make_generator
+    from sustain.eval.generators import DEFAULT_BACKEND, SamplingConfig, make_generator
+    from sustain.eval.registry import is_spec
     from sustain.eval.tasks import TASKS, get_task
 
-    if args.dataset not in TASKS:
+    if args.dataset not in TASKS and not is_spec(args.dataset):
         raise UserError(f"constraint_prompts needs a task dataset, got {args.dataset!r}",
                         f"set dataset to one of: {', '.join(sorted(TASKS))}")
     options = key_values(args.task_options)
@@ -67,9 +64,10 @@ def build(args: GRPOScriptArguments, policy: str) -> list[dict]:
         options["data"] = args.dataset_path
     task = get_task(args.dataset, **options)
     items = task.load(args.dataset_split, args.constraint_pool)
-    generator = make_generator("hf", model=policy)
+    generator = make_generator(DEFAULT_BACKEND, model=policy)  # the policy's weights, in this process
     try:
-        sampling = SamplingConfig(max_new_tokens=args.constraint_max_new_tokens, seed=args.constraint_seed)
+        sampling = SamplingConfig(max_new_tokens=args.constraint_max_new_tokens, seed=args.constraint_seed,
+                                  stop=list(task.stop))
         outputs = [g.text for g in generator.generate([task.messages(it) for it in items], sampling)]
     finally:
         generator.close()

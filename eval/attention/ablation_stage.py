@@ -161,7 +161,7 @@ def run_ablation_stage(run_folder: str | Path, generator=None, settings: Ablatio
 
 def _run_chunk(jobs, generator, items, tasks, settings: AblationSettings, cfg: EvalConfig) -> list[dict]:
     picked = []
-    for constrained, direction in jobs:
+    for constrained, _direction in jobs:
         item = items[constrained["task"]].get(str(constrained["item_id"]))
         if item is None:
             raise UserError(
@@ -171,9 +171,9 @@ def _run_chunk(jobs, generator, items, tasks, settings: AblationSettings, cfg: E
         picked.append(item)
     gens = [_regenerate(generator, r, settings.stored(d)["factor"], settings, cfg) for r, d in jobs]
     grades = [None] * len(jobs)
-    for name, task in tasks.items():  # one grade_many per task: code tasks share their sandbox workers
+    for name, task in tasks.items():  # one grading call per task: code tasks share their sandbox workers
         idx = [i for i, (r, _) in enumerate(jobs) if r["task"] == name]
-        for i, grade in zip(idx, task.grade_many([picked[i] for i in idx], [gens[i].text for i in idx])):
+        for i, grade in zip(idx, task.grade_generations([picked[i] for i in idx], [gens[i] for i in idx])):
             grades[i] = grade
     return [
         {

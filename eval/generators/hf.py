@@ -7,23 +7,28 @@ from pathlib import Path
 from sustain.eval.errors import UserError
 from sustain.eval.generators.base import Generation, Generator, SamplingConfig
 from sustain.eval.generators.chat import PLAIN_CHAT_STOPS, PLAIN_CHAT_TEMPLATE, truncate_at_stop
+from sustain.eval.generators.gguf import converted_folder, gguf_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def check_model_source(model: str) -> str:
-    """A local folder must hold a config and weights; anything else is taken as a hub name.
+    """A local folder must hold a config and weights; a .gguf (or a folder holding one) is
+    converted once to such a folder (generators/gguf.py); anything else is taken as a hub name.
 
     Returns the absolute folder path, or the hub name unchanged.
     """
+    gguf = gguf_file(model)
+    if gguf is not None:
+        return str(converted_folder(gguf))
     path = Path(model).expanduser()
     if not path.exists():
         if model.startswith((".", "/", "~")) or model.count("/") > 1:
             raise UserError(f"model folder not found: {model}", "pass an existing model folder or a hub name")
         return model
     if not path.is_dir():
-        raise UserError(f"model path is not a folder: {path}", "pass the folder that holds config.json and the weights")
+        raise UserError(f"model path is not a folder: {path}", "pass the folder that holds config.json and the weights, or a .gguf file")
     if (path / "adapter_config.json").is_file():  # a PEFT adapter: transformers loads its base model itself
         return str(path.resolve())
     if not (path / "config.json").is_file():
@@ -61,6 +66,8 @@ class HFGenerator(Generator):
 
     `.model` and `.tokenizer` are public: the attention analysis reuses them.
     """
+
+    local_weights = True
 
     def __init__(
         self,

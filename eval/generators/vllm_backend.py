@@ -11,6 +11,8 @@ from sustain.eval.generators.hf import check_model_source
 
 
 class VLLMGenerator(Generator):
+    local_weights = True
+
     def __init__(
         self,
         model: str,

@@ -32,6 +32,8 @@ class Extracted:
 
 class HumanEvalTask(Task):
     name = "humaneval"
+    answer_kind = "code"
+    runs_code = True
 
     def __init__(self, data: str | None = None, timeout_s: float = 10.0, sandbox_workers: int = 2,
                  isolation: str = "auto"):
@@ -68,8 +70,6 @@ class HumanEvalTask(Task):
 
     def grade_many(self, items: list[Item], outputs: list[str]) -> list[Grade]:
         """Extract code from every output, then run all programs on the sandbox's parallel workers."""
-        from sustain.eval.sandbox import Program
-
         grades: list[Grade | None] = [None] * len(items)
         programs, slots = [], []
         for i, (item, output) in enumerate(zip(items, outputs)):
