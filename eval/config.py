@@ -42,9 +42,17 @@ class EvalConfig:
     batch_size: int = 16  # prompts per generate call (and per record write)
     f1_threshold: float | None = None  # QA tasks (hotpotqa): token F1 >= this counts as solved; unset = exact match
     sandbox_workers: int = 4  # parallel sandbox workers for code tasks
+    sandbox: str = "auto"  # where model-written code runs: auto (= bwrap, bubblewrap) | bwrap | unshare (weaker: only when named)
     soft_backend: str = ENDPOINT_BACKEND  # the LLM that writes and judges soft constraints
     soft_model: str | None = None  # e.g. Qwen/Qwen3-32B served by vLLM, as in the paper
     soft_base_url: str | None = None  # its OpenAI-compatible endpoint
+    soft_max_new_tokens: int = 1024  # token budget of each extraction reply (a thinking model needs room)
+    soft_chat_template_kwargs: dict[str, str] = field(default_factory=dict)  # e.g. enable_thinking=false
+    judge_model: str | None = None  # a separate self-evidence/follow judge; unset: the extractor judges
+    judge_backend: str | None = None  # unset: soft_backend
+    judge_base_url: str | None = None  # unset: soft_base_url
+    judge_max_new_tokens: int = 1024  # token budget of each judge reply
+    judge_chat_template_kwargs: dict[str, str] = field(default_factory=dict)  # e.g. enable_thinking=false
     attention: bool = False  # run the attention analysis stage (HF backend only)
     attention_layers: list[int] | None = None  # layers averaged in per_step (all when unset)
     # Causal ablation (beyond the paper; HF backend only): regenerate failed constrained items with the
@@ -58,10 +66,15 @@ class EvalConfig:
 
     # Settings that change records: a run folder made with other values is refused.
     IDENTITY = ("model", "backend", "base_url", "split", "seed", "max_new_tokens", "temperature", "position",
-                "categories", "soft_model", "f1_threshold")
+                "categories", "soft_model", "judge_model", "f1_threshold")
 
     def identity(self) -> dict:
         return {k: getattr(self, k) for k in self.IDENTITY}
+
+
+def template_options(options: dict) -> dict:
+    """Chat-template options as typed values: "false" -> False, "2" -> 2 (CLI and YAML give text)."""
+    return {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in (options or {}).items()}
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:

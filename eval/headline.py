@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import Counter
 
 from sustain.eval.constraints import kept_constraints
+from sustain.eval.constraints.soft_summary import soft_state
 from sustain.eval.scoring import macro_average, mcnemar, proportion, wilson
 
 DEFINITION = ("SustainScore = solved under one self-evident constraint (k=1) / solved at baseline, over the "
@@ -38,9 +39,14 @@ def exclusion_reason(extract: dict | None, family: str, categories: list[str] | 
         return "no candidate constraint"
     kept = [c for c in kept_constraints(candidates) if c.family == family]
     if not kept:
-        errors = [str(c["error"]).split(":")[0] for c in candidates if c.get("error")]
-        if errors and len(errors) == len(candidates):
-            return f"extraction failed ({Counter(errors).most_common(1)[0][0]})"
+        states = Counter(soft_state(c).split(":")[0] for c in candidates)
+        errors = Counter(str(c["error"]).split(":")[0] for c in candidates if c.get("error"))
+        if states["extraction_error"] == len(candidates):
+            return f"extraction failed ({errors.most_common(1)[0][0]})"
+        if states["rejected"] == len(candidates):
+            return "every candidate rejected (leak check)"
+        if states["judge_error"] + states["extraction_error"] == len(candidates):
+            return f"no self-evidence verdict ({errors.most_common(1)[0][0]})"
         return "no self-evident candidate"
     if categories and not any(c.category in categories for c in kept):
         return "no self-evident candidate in the chosen categories"

@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from sustain.eval import constraints as C
-from sustain.eval.config import EvalConfig
+from sustain.eval.config import EvalConfig, template_options
 from sustain.eval.errors import UserError
 from sustain.eval.generators import Generator, SamplingConfig, open_generator
 from sustain.eval.item_identity import data_fingerprint, item_fingerprint, refuse_changed_items
@@ -73,6 +73,9 @@ class Pipeline:
                                 "check the data file, the split and --limit")
             self.tasks[name] = task
             self.items[name] = {it.id: it for it in items}
+        # stops here, before any generation, when a code task's sandbox cannot run on this machine
+        modes = {m for m in (t.sandbox_mode() for t in self.tasks.values()) if m}
+        self.sandbox_mode = ",".join(sorted(modes)) or None
         self.base = RecordStore(self.out / "baseline.jsonl")
         refuse_changed_items(self.base, self.items, self.out)
         self._claim_folder()
@@ -118,12 +121,15 @@ class Pipeline:
                         "choose a new --out for this model/setting, or delete the folder to start over",
                     )
         data = {name: data_fingerprint(items.values()) for name, items in self.items.items()}
-        write_json_atomic(meta, {"identity": mine, "config": asdict(self.cfg), "data": data})
+        write_json_atomic(meta, {"identity": mine, "config": asdict(self.cfg), "sandbox": self.sandbox_mode,
+                                 "data": data})
 
     # -- resources, created only when a stage has work to do ------------------------------------
-    def _make(self, backend: str, model: str, base_url: str | None) -> Generator:
+    def _make(self, backend: str, model: str, base_url: str | None, chat_template_kwargs: dict | None = None) -> Generator:
+        # chat_template_kwargs: e.g. enable_thinking=false for a thinking extractor or judge
         return open_generator(backend, model, base_url=base_url, api_key_env=self.cfg.api_key_env,
-                              timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.request_retries)
+                              timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.request_retries,
+                              chat_template_kwargs=template_options(chat_template_kwargs) or None)
 
     @property
     def generator(self) -> Generator:
@@ -134,8 +140,17 @@ class Pipeline:
     @property
     def soft(self):
         if self._soft is None:
-            judge = self._make(self.cfg.soft_backend, self.cfg.soft_model, self.cfg.soft_base_url)
-            self._soft = C.SoftExtractor(judge, cache_dir=self.out / "llm_cache")
+            c = self.cfg
+            extractor = self._make(c.soft_backend, c.soft_model, c.soft_base_url, c.soft_chat_template_kwargs)
+            judge = None
+            if c.judge_model:  # a separate judge; by default the extractor judges too
+                judge = self._make(c.judge_backend or c.soft_backend, c.judge_model, c.judge_base_url or c.soft_base_url,
+                                   c.judge_chat_template_kwargs)
+            self._soft = C.SoftExtractor(
+                extractor, cache_dir=self.out / "llm_cache",
+                sampling=SamplingConfig(max_new_tokens=c.soft_max_new_tokens, temperature=0.0, batch_size=c.batch_size),
+                judge=judge,
+                judge_sampling=SamplingConfig(max_new_tokens=c.judge_max_new_tokens, temperature=0.0, batch_size=c.batch_size))
         return self._soft
 
     def sampling(self, stop: tuple[str, ...] = ()) -> SamplingConfig:
@@ -236,7 +251,9 @@ class Pipeline:
                 chunk = todo[start:start + bs]
                 items = [self.items[r["task"]][r["item_id"]] for r in chunk]
                 if family == "soft":
-                    found = self.soft.extract_many([(it.prompt, r["output"]) for it, r in zip(items, chunk)])
+                    found = self.soft.extract_many([(it.prompt, r["output"]) for it, r in zip(items, chunk)],
+                                                   hidden=[self.tasks[r["task"]].hidden_answer(it)
+                                                           for it, r in zip(items, chunk)])
                 else:
                     found = [C.extract_hard(it.prompt, r["output"], seed=stable_seed(self.cfg.seed, r["task"], it.id),
                                             avoid=[gold_text(it)] if gold_text(it) else ())
@@ -282,10 +299,17 @@ class Pipeline:
         """Check each constraint on a constrained output (code for hard ones, the LLM judge for soft)."""
         if "constraints" not in rec:
             return rec
-        follow = []
+        follow, judged = [], []
         for c in map(C.Constraint.from_dict, rec["constraints"]):
-            follow.append(C.check_hard(c, rec["output"]) if c.family == "hard" else self.soft.judge_follow(c, rec["output"]))
+            if c.family == "hard":
+                follow.append(C.check_hard(c, rec["output"]))
+                continue
+            verdict = self.soft.judge_follow_detail(c, rec["output"])
+            follow.append(verdict["satisfied"])
+            judged.append({"id": c.id, **verdict})
         rec["follow"] = follow
+        if judged:  # the judge's reasons, and why a verdict is missing (empty / unparseable reply)
+            rec["follow_judge"] = judged
         rec["followed_all"] = None if None in follow else all(follow)
         return rec
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sustain.eval.constraints.soft_summary import soft_summary
 from sustain.eval.errors import UserError
 from sustain.eval.failures import analyse
 from sustain.eval.grading_figures import accuracy_by_filter, truncation
@@ -22,13 +23,18 @@ def write_summary(out: str | Path) -> dict:
         raise UserError(f"{out} is not an eval run folder: no run.json", "pass the --out folder of a `sustain eval` run")
     meta = json.loads((out / "run.json").read_text())
     config = meta.get("config") or {}
-    summary = summarise(_read(out / "baseline.jsonl"), _read(out / "constrained.jsonl"), meta["identity"]["seed"],
-                        extracted=_read(out / "constraints.jsonl"), control=_read(out / "control.jsonl"),
+    constrained, extracted = _read(out / "constrained.jsonl"), _read(out / "constraints.jsonl")
+    summary = summarise(_read(out / "baseline.jsonl"), constrained, meta["identity"]["seed"],
+                        extracted=extracted, control=_read(out / "control.jsonl"),
                         families=config.get("families"), categories=config.get("categories"),
                         k_max=config.get("k_max"))
     summary["model"] = meta["identity"]["model"]
+    summary["sandbox"] = meta.get("sandbox")  # the isolation model-written code ran under (None: no code task)
     if "data" in meta:
         summary["data"] = meta["data"]
+    soft = soft_summary(extracted, constrained)
+    if soft is not None:  # where every LLM-written constraint went; empty and unparseable replies included
+        summary["soft_constraints"] = soft
     attention = out / "attention_summary.json"
     if attention.exists():
         summary["attention"] = json.loads(attention.read_text())
@@ -46,7 +52,7 @@ def summarise(base: list[dict], constrained: list[dict], seed: int = 0, extracte
     runs = [r for r in constrained if (r["task"], r["item_id"]) in solved]
     families = sorted(set(families or []) | {r["family"] for r in runs}
                       | {r["condition"].split(":", 1)[1] for r in extracted if ":" in r["condition"]}) or ["hard"]
-    failures = analyse(runs, solved)
+    failures = analyse(runs, solved, baseline=base, seed=seed)
     return {
         "n_items": len(base),
         "accuracy": proportion(base, lambda r: r["success"], "no baseline records", seed),

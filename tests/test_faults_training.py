@@ -114,11 +114,11 @@ def test_training_killed_mid_save_mid_eval_and_at_seeded_writes_resumes_to_the_u
                                      "eval/checkpoint-5/baseline.jsonl", "eval/checkpoint-6/.summary.json.tmp")]
 
     # at seeded writes: past one step's worth of writes (a save and its eval) and short of two, so each
-    # restart keeps at least one more checkpoint and dies in training, a save or an eval
+    # restart keeps at least one more checkpoint, dies in training, a save or an eval, and dies before the end
     per_step = len(training_reference["writes"]) // STEPS
     for attempt in range(12):
         before = complete_checkpoints(out)
-        nth = rng.randint(per_step + 1, 2 * per_step) if len(kills) < 7 else 0
+        nth = rng.randint(per_step + 1, per_step + per_step // 2) if len(kills) < 7 else 0
         launch = Launch(sft_cmd(tiny_model, out, hook=True), dict(env, KILL_AT_OPEN=f"{out}/:{nth}"),
                         tmp_path / f"attempt{attempt}")
         code = launch.finish()

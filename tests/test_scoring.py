@@ -33,7 +33,8 @@ def _base(i, ok, task="arith"):
 def _run(i, ok, k=1, cat="length", followed=True, family="hard", task="arith"):
     return {"task": task, "item_id": str(i), "condition": f"{family}:k{k}", "family": family, "k": k,
             "constraints": [{"category": cat}] * k, "success": ok, "followed_all": followed,
-            "finish_reason": "stop", "answer": "5" if not ok else "7", "gold": "7", "output": "x"}
+            "finish_reason": "stop", "answer": "5" if not ok else "7", "gold": "7",
+            "output": f"The answer is {5 if not ok else 7}."}
 
 
 def _control(i, ok, task="arith"):
@@ -51,6 +52,7 @@ KEPT = {"constraint": {"id": "c", "family": "hard", "category": "length", "text"
 REJECTED = dict(KEPT, self_evident=False)
 KEPT_SOFT = {"constraint": {"id": "s", "family": "soft", "category": "style", "text": "Be brief."},
              "self_evident": True, "checked_by": "llm"}
+LEAK = dict(KEPT_SOFT, self_evident=None, rejected="leak", leak=["gold answer"])
 TIMEOUT = {"constraint": None, "self_evident": None, "checked_by": "llm", "error": "timeout"}
 
 
@@ -60,7 +62,8 @@ def test_headline_is_k1_per_task_and_family_with_coverage_and_control():
             _run(0, False, k=2), _run(1, False, k=2), _run(2, False, k=2),  # k=2 never enters the headline
             _run(0, False, family="soft", cat="style"), _run(6, True)]  # item 6 was not solved at baseline
     control = [_control(0, True), _control(1, True), _control(2, True), _control(3, False)]
-    extracted = [_extract(4, [REJECTED]), _extract(5, [TIMEOUT], family="soft"), _extract(4, [KEPT_SOFT], family="soft")]
+    extracted = [_extract(4, [REJECTED]), _extract(5, [TIMEOUT], family="soft"), _extract(4, [KEPT_SOFT], family="soft"),
+                 _extract(3, [LEAK], family="soft"), _extract(2, [dict(KEPT_SOFT, self_evident=None, error="timeout")], family="soft")]
     s = summarise(base, runs, extracted=extracted, control=control, families=["hard", "soft"], k_max=2)
     hard = s["sustain"]["headline"]["arith"]["hard"]
     assert (hard["value"], hard["n"], hard["successes"], hard["interval"]) == (0.75, 4, 3, "wilson")
@@ -75,7 +78,8 @@ def test_headline_is_k1_per_task_and_family_with_coverage_and_control():
     soft = s["sustain"]["headline"]["arith"]["soft"]
     assert soft["value"] == 0.0 and soft["n"] == 1
     assert soft["coverage"]["excluded"] == {"constrained run missing": 1, "extraction failed (timeout)": 1,
-                                            "not extracted yet": 3}
+                                            "every candidate rejected (leak check)": 1,
+                                            "no self-evidence verdict (timeout)": 1, "not extracted yet": 1}
     assert soft["control"]["n"] == 1  # the control over the same items as the cell
     gsm = s["sustain"]["headline"]["gsm8k"]["hard"]
     assert gsm["value"] is None and gsm["reason"] == "no solved item got a self-evident hard constraint"

@@ -1,6 +1,7 @@
 """A short human-readable summary of one eval run: the headline cells first, then the rest."""
 from __future__ import annotations
 
+from sustain.eval.constraints.soft_summary import soft_line
 from sustain.eval.scoring import fmt
 
 
@@ -41,6 +42,7 @@ def scale_lines(summary: dict) -> list[str]:
 
 def print_summary(summary: dict, out: str) -> None:
     lines = [f"model        {summary.get('model')}",
+             f"code sandbox {summary.get('sandbox') or 'none (no code task)'}",
              f"accuracy     {fmt(summary['accuracy'])}"]
     lines += [f"  {task:<10} {fmt(score)}" for task, score in summary["accuracy_by_task"].items()]
     lines += headline_lines(summary) + scale_lines(summary)
@@ -49,5 +51,6 @@ def print_summary(summary: dict, out: str) -> None:
     failures = ", ".join(f"{k}={v}" for k, v in summary["failures"].items() if v) or "none"
     lines += [f"follow rate (k=1)  {'; '.join(follow)}",
               f"failures     {failures} (of {summary['constrained_runs']} constrained runs, all k and families)",
+              *([soft_line(summary["soft_constraints"])] if summary.get("soft_constraints") else []),
               f"run folder   {out} (summary.json; docs/REPRODUCE.md recomputes every number from the records)"]
     print("\n".join(lines))
