@@ -1,8 +1,9 @@
 """Evaluate every saved checkpoint with the SustainScore pipeline and put the results in W&B.
 
 eval_mode (recipe):
-  inline  rank 0 runs sustain.eval.pipeline.run_eval on the checkpoint inside the training process while the
-          other ranks wait at a barrier; results land in <output_dir>/eval/checkpoint-N/.
+  inline  the checkpoint is evaluated inside the training processes: with N ranks each rank runs the
+          pipeline on its 1/N of the items (sustain.eval.shards) and rank 0 merges the records and
+          writes the summary; results land in <output_dir>/eval/checkpoint-N/.
   sbatch  rank 0 submits `sbatch --parsable slurm/eval.slurm <checkpoint> <eval dir> <recipe>` and
           goes on training; the job id is kept in <eval dir>/job.json.
   none    nothing.
@@ -95,35 +96,28 @@ class SustainEvalCallback(TrainerCallback):
                 _define_metrics(run)
                 write_json_atomic(eval_root(args.output_dir) / RUN_FILE,
                                   {"id": run.id, "project": run.project, "entity": run.entity})
-            if self.cfg.eval_mode == "inline":
-                self.finish_interrupted(args.output_dir)
-        if self.cfg.eval_mode == "inline" and args.world_size > 1:
-            from accelerate import PartialState
+        if self.cfg.eval_mode == "inline":
+            self.finish_interrupted(args)
 
-            PartialState().wait_for_everyone()
-
-    def finish_interrupted(self, output_dir: str) -> None:
-        """A kill during a checkpoint's inline eval: no on_save comes again for it, so resume it now."""
-        for checkpoint in checkpoint_dirs(output_dir):
-            out = eval_root(output_dir) / checkpoint.name
-            if not (out / SUMMARY).exists() and checkpoint_problem(checkpoint) is None:
-                self.evaluate(checkpoint, out)
+    def finish_interrupted(self, args) -> None:
+        """A kill during a checkpoint's inline eval: no on_save comes again for it, so resume it now
+        (every rank, since each holds a share of the items)."""
+        for checkpoint in checkpoint_dirs(args.output_dir):
+            out = eval_root(args.output_dir) / checkpoint.name
+            if checkpoint_problem(checkpoint) is None:
+                self.evaluate(checkpoint, out, args)
 
     def on_save(self, args, state, control, **kwargs):
         if self.cfg.eval_mode == "none":
             return
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         out = eval_root(args.output_dir) / checkpoint.name
+        if self.cfg.eval_mode == "inline":
+            self.evaluate(checkpoint, out, args)
+        elif state.is_world_process_zero:
+            self.submit(checkpoint, out)
         if state.is_world_process_zero:
-            if self.cfg.eval_mode == "inline":
-                self.evaluate(checkpoint, out)
-            else:
-                self.submit(checkpoint, out)
             log_finished(args.output_dir)
-        if self.cfg.eval_mode == "inline" and args.world_size > 1:
-            from accelerate import PartialState
-
-            PartialState().wait_for_everyone()  # the other ranks wait for rank 0's eval
 
     def on_log(self, args, state, control, **kwargs):
         if self.cfg.eval_mode == "sbatch" and state.is_world_process_zero:
@@ -149,12 +143,25 @@ class SustainEvalCallback(TrainerCallback):
                           max_new_tokens=c.eval_max_new_tokens, batch_size=c.eval_batch_size,
                           attention=c.eval_attention, data={k: str(v) for k, v in key_values(c.eval_data).items()})
 
-    def evaluate(self, checkpoint: Path, out: Path) -> dict | None:
+    def evaluate(self, checkpoint: Path, out: Path, args=None) -> dict | None:
+        """Every rank evaluates its share of the items; rank 0 merges them (records identical to a
+        one-rank eval) and writes the summary. One rank: the plain pipeline."""
         if (out / SUMMARY).exists():
-            return None  # evaluated before a restart
-        from sustain.eval.pipeline import run_eval
+            return None  # evaluated before a restart (every rank sees the same shared folder)
+        cfg = self.eval_config(checkpoint, out)
+        if args is None or args.world_size == 1:
+            from sustain.eval.pipeline import run_eval
 
-        return run_eval(self.eval_config(checkpoint, out))
+            return run_eval(cfg)
+        from accelerate import PartialState
+
+        from sustain.eval.shards import merge_shards, run_shard
+
+        run_shard(cfg, args.process_index, args.world_size)
+        PartialState().wait_for_everyone()
+        summary = merge_shards(cfg, args.world_size) if args.process_index == 0 else None
+        PartialState().wait_for_everyone()  # no rank starts the next step before the summary exists
+        return summary
 
     def submit(self, checkpoint: Path, out: Path) -> str | None:
         """Submit the checkpoint's eval job; a missing sbatch or a refused job is a warning, not a crash."""
