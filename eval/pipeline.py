@@ -24,7 +24,9 @@ from sustain.eval.config import EvalConfig, template_options
 from sustain.eval.errors import UserError
 from sustain.eval.generators import Generator, SamplingConfig, open_generator
 from sustain.eval.records import RecordStore, write_json_atomic
+from sustain.eval.sandbox.isolation import SETTINGS as SANDBOX_SETTINGS
 from sustain.eval.seeds import stable_seed
+from sustain.eval.shards import shard_items
 from sustain.eval.summary import write_summary
 from sustain.eval.tasks import TASKS, Item, Task, open_task
 
@@ -34,7 +36,9 @@ def gold_text(item: Item) -> str | None:
 
 
 class Pipeline:
-    def __init__(self, cfg: EvalConfig, generator: Generator | None = None):
+    def __init__(self, cfg: EvalConfig, generator: Generator | None = None, shard: tuple[int, int] | None = None):
+        """shard=(rank, world_size): this process evaluates only its share of each task's items
+        (sustain.eval.shards runs the shares and merges their records)."""
         self._validate(cfg)
         self.cfg = cfg
         self.out = Path(cfg.out)
@@ -46,7 +50,9 @@ class Pipeline:
         for name in cfg.tasks:
             task = open_task(name, cfg)
             items = task.load(cfg.split, cfg.limit)
-            if not items:
+            if items and shard:
+                items = shard_items(items, *shard)  # may be empty: a small task on many ranks
+            elif not items:
                 raise UserError(f"task {name!r} has no items (split {cfg.split!r}, limit {cfg.limit})",
                                 "check the data file, the split and --limit")
             self.tasks[name] = task
@@ -65,6 +71,8 @@ class Pipeline:
             raise UserError("no model given", "pass --model PATH_OR_NAME")
         if not cfg.tasks:
             raise UserError("no tasks given", f"pass --tasks {','.join(TASKS)} (or module:Class)")
+        if cfg.sandbox not in SANDBOX_SETTINGS:  # checked even when no task runs code: a typo is never ignored
+            raise UserError(f"unknown sandbox setting {cfg.sandbox!r}", f"use one of: {', '.join(SANDBOX_SETTINGS)}")
         bad = [f for f in cfg.families if f not in C.FAMILIES]
         if bad:
             raise UserError(f"unknown constraint family {bad[0]!r}", f"use: {', '.join(C.FAMILIES)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sustain.eval.failures import CLASSES
 from sustain.eval.report.collect import Checkpoint, Paradigm
+from sustain.eval.scoring import wilson
 
 # metric name -> path of a single score in summary.json
 SCORES = {
@@ -78,7 +79,8 @@ def failure_points(c: Checkpoint) -> dict[str, dict]:
                                            "hi": rate.get("hi"), "count": rate.get("successes", 0), "n": rate.get("n", 0),
                                            **({"reason": rate["reason"]} if rate.get("reason") else {})}
     for cls, count in counts.items():
-        p = {"step": c.step, "value": count / runs if runs else None, "count": count, "n": runs}
+        lo, hi = wilson(count, runs) if runs else (None, None)
+        p = {"step": c.step, "value": count / runs if runs else None, "lo": lo, "hi": hi, "count": count, "n": runs}
         if not runs:
             p["reason"] = "no constrained runs of items solved at baseline"
         out[f"failures/{cls}"] = p

@@ -125,7 +125,11 @@ def render(report: dict, notes: str | None = None) -> str:
             lines += [f"### {label}", "", f"![SustainScore and accuracy by step, {label}]({name})", ""]
     if "attention_gap" in plots:
         lines += ["## Attention on the constraint", "", f"![attention gap by step]({plots['attention_gap']})", ""]
-    lines += ["## Failure classes", "", f"![failure classes by step]({plots['failures']})", ""]
+    lines += ["## Failure classes", "",
+              "Rules over each failed output's answer region; their agreement with hand labels on real model "
+              "failures, per class, is in the suite's README (tests/fixtures/failure_labels/). A share of "
+              "output_spec failures is only as good as that agreement.", "",
+              f"![failure classes by step]({plots['failures']})", ""]
     lines += ["## Pending checkpoints", ""]
     lines += ([f"- {p['paradigm']} step {p['step']}: {p['reason']} (`{p['folder']}`)" for p in report["pending"]]
               or ["None: every checkpoint found has a summary."])
