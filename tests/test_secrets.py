@@ -179,7 +179,7 @@ def test_the_flow_ran_and_wrote_what_is_searched(secret_flow):
     assert list((tmp / "wandb").glob("wandb/offline-run-*/run-*.wandb"))
     assert list((tmp / "report_wandb").rglob("*.wandb")) and (tmp / "report" / "report.json").exists()
     # the openai eval went through every stage: solved items were re-asked under constraints
-    assert json.loads((tmp / "eval_openai" / "summary.json").read_text())["sustain"]["overall"]["n"] > 0
+    assert json.loads((tmp / "eval_openai" / "summary.json").read_text())["sustain"]["headline"]["arith"]["hard"]["n"] > 0
 
 
 def test_no_canary_in_any_file_or_log(secret_flow):
