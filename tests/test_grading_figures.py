@@ -35,3 +35,14 @@ def test_the_summary_carries_both():
     summary = summarise([rec("gsm8k", "1", True, filters={"strict-match": False, "flexible-extract": False})], [])
     assert summary["truncation"]["baseline"]["value"] == 1.0
     assert summary["accuracy_by_filter"]["gsm8k"]["strict-match"]["n"] == 1
+
+
+def test_the_console_prints_the_truncation_line(tmp_path, capsys):
+    import json
+
+    from sustain.eval.report.console import print_summary
+    from test_reproduce import run_folder
+
+    out = run_folder(tmp_path)
+    print_summary(json.loads((out / "summary.json").read_text()), str(out))
+    assert "truncated    baseline 0.000 [0.000, 0.215] n=14; constrained 0.000" in capsys.readouterr().out
