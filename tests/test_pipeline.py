@@ -118,7 +118,8 @@ def test_changed_data_file_in_the_same_folder_is_refused(tiny_model, tmp_path):
     opts = dict(tasks=["gsm8k"], data={"gsm8k": str(data)}, limit=None, k_max=1, max_new_tokens=8)
     run_eval(config(tiny_model, tmp_path / "eval", **opts))
     meta = json.loads((tmp_path / "eval" / "run.json").read_text())
-    assert meta["data"]["gsm8k"]["items"] == 2 and len(meta["data"]["gsm8k"]["sha256"]) == 16
+    fingerprint = meta["identity"]["data_fingerprint"]["gsm8k"]
+    assert fingerprint["items"] == 2 and len(fingerprint["sha256"]) == 16
     gsm8k_file(data, ["What is 1 + 1?", "What is 3 + 3?", "What is 4 + 4?"])  # row 1 now asks another question
     with pytest.raises(UserError, match="holds gsm8k item 1 made from other data"):
         run_eval(config(tiny_model, tmp_path / "eval", **opts), generator=NoCalls())
