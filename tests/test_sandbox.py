@@ -183,6 +183,9 @@ def test_a_code_run_stops_before_generating_when_the_sandbox_cannot_run(monkeypa
     with pytest.raises(UserError, match="bubblewrap"):
         Pipeline(cfg, NoCalls())
     assert not (tmp_path / "run" / "baseline.jsonl").exists()
+    typo = EvalConfig(model="m", tasks=["arith"], out=str(tmp_path / "typo"), limit=2, sandbox="bwarp")
+    with pytest.raises(UserError, match="unknown sandbox setting 'bwarp'"):
+        Pipeline(typo, NoCalls())
 
 
 def test_the_mode_is_recorded_in_run_json_records_and_summary(tmp_path):

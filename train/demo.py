@@ -40,7 +40,7 @@ DEMO_BASE = {
 }
 QUICK_BASE: dict = {}  # TinyConfig's defaults: the model the tests' tiny_model fixture caches
 
-QUICK_EVAL = ("--eval_limit", "12", "--eval_batch_size", "12")
+QUICK_EVAL = ("--eval.limit", "12", "--eval.batch_size", "12")
 QUICK_STEPS = ("--max_steps", "4", "--save_steps", "2", "--logging_steps", "1")
 QUICK_GRPO = ("--per_device_train_batch_size", "8", "--num_generations", "4", "--max_completion_length", "24")
 
@@ -257,16 +257,17 @@ def report_mode() -> str | None:
 
 
 def headline(report_json: Path) -> list[str]:
-    """SustainScore at step 0 and at the last checkpoint, per paradigm, for the closing lines."""
+    """SustainScore (k=1, per task and family) at step 0 and at the last checkpoint, per paradigm."""
     from sustain.eval.scoring import fmt
 
     report = json.loads(report_json.read_text())
     lines = []
     for name, points in report["series"].items():
-        done = [p for p in points.get("sustain", []) if p["value"] is not None]
-        if done:
-            lines.append(f"  {name}: SustainScore step {done[0]['step']} {fmt(done[0])} -> "
-                         f"step {done[-1]['step']} {fmt(done[-1])}")
+        for cell in report["cells"]:
+            done = [p for p in points.get(f"score/{cell}", []) if p["value"] is not None]
+            if done:
+                lines.append(f"  {name}: SustainScore {cell} step {done[0]['step']} {fmt(done[0])} -> "
+                             f"step {done[-1]['step']} {fmt(done[-1])}")
     return lines
 
 
@@ -316,7 +317,7 @@ def run_demo(out: Path, quick: bool = False, seed: int | None = None) -> Path:
     parsed = {p.name: parse(p, base, out, quick, extra) for p in PARADIGMS}
     check_same_eval(parsed)
     first = parsed[PARADIGMS[0].name][0]
-    with display.stage("base eval", f"SustainScore of the base model on {first.eval_limit} held-out items: step 0") as status:
+    with display.stage("base eval", f"SustainScore of the base model on {first.eval.limit} held-out items: step 0") as status:
         eval_base(base, out, first, status)
     for paradigm in PARADIGMS:
         _, training_args, _ = parsed[paradigm.name]
