@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import os
-import re
 import sys
 import typing
 
@@ -13,25 +11,19 @@ from sustain.eval.config import EvalConfig, from_dict, load_yaml
 from sustain.eval.errors import run_entry
 
 
-def _field_comments(cls) -> dict[str, str]:
-    """The trailing comment of each field in the dataclass source: one place documents a setting."""
-    pattern = re.compile(r"^\s+(\w+): [^#]*#\s*(.+)$")
-    return {m[1]: m[2] for line in inspect.getsource(cls).splitlines() if (m := pattern.match(line))}
-
-
 def _add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
-    """One --flag per config field (CLI flags override YAML); values are checked by from_dict."""
-    comments = _field_comments(cls)
+    """One --flag per config field, its help from the field's metadata (CLI flags override YAML);
+    values are checked by from_dict."""
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        hint = typing.get_type_hints(cls)[f.name]
         flag = "--" + f.name.replace("_", "-")
-        if hint is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=comments.get(f.name))
+        text = f.metadata.get("help", "")
+        if hints[f.name] is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(),
-                                help=f"{comments.get(f.name, '')} (default: {default})".strip())
+                                help=f"{text} (default: {default})".strip())
 
 
 def eval_config(args: argparse.Namespace) -> EvalConfig:
@@ -57,7 +49,7 @@ def cmd_audit(args) -> None:
     from sustain.eval.audit import export_audit
 
     path = export_audit(args.run, n=args.n, seed=args.seed, fmt=args.format)
-    print(f"audit sample written: {path}")
+    print(f"audit sample written: {path} (to read: {path.with_suffix('.html')})")
 
 
 def cmd_failures(args) -> None:
@@ -80,7 +72,8 @@ def cmd_report(args) -> None:
     from sustain.eval.report.build import build_report
 
     path = build_report([Path(p) for p in args.inputs], Path(args.out), wandb_mode=args.wandb,
-                        project=args.wandb_project, group=args.wandb_group, notes=args.notes)
+                        project=args.wandb_project, group=args.wandb_group, notes=args.notes,
+                        allow_mixed_settings=args.allow_mixed_settings)
     print(f"report written: {path}")
 
 
@@ -113,16 +106,19 @@ def cmd_attention(args) -> None:
     finally:
         generator.close()
     write_summary(args.run)
-    gap, test = attention["gap"], attention["mann_whitney"]
+    gap = attention["gap"]
     if gap["value"] is None:
         lines = [f"attention gap  undefined ({gap.get('reason')})"]
     else:
         interval = f" [{gap['lo']:.4f}, {gap['hi']:.4f}]" if gap["lo"] is not None else ""
         lines = [f"attention gap  {gap['value']:+.4f}{interval} n={gap['n']} "
-                 f"({gap['n_failed']} failed vs {gap['n_solved']} solved; one-sided Mann-Whitney p={test['p_value']:.3g})"]
+                 f"({gap['n_failed']} failed vs {gap['n_solved']} solved; share of context, within "
+                 f"{gap['n_strata']} task x family x k strata)"]
     if ablation:
-        lines += [f"recovered      {fmt(ablation['recovered'])} (failed, attention x{settings.factor:g})",
-                  f"broken         {fmt(ablation['broken'])} (solved, attention x{settings.control_factor:g})"]
+        lines += [f"recovered      {fmt(ablation['recovered'])} (failed, attention x{settings.factor:g}); "
+                  f"net of factor-1 control {fmt(ablation['recovered_net'])}",
+                  f"broken         {fmt(ablation['broken'])} (solved, attention x{settings.control_factor:g}); "
+                  f"net of factor-1 control {fmt(ablation['broken_net'])}"]
     lines.append(f"run folder     {args.run} (attention_summary.json, summary.json)")
     print("\n".join(lines))
 
@@ -140,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run")
     s.set_defaults(func=cmd_summary)
 
-    a = sub.add_parser("audit", help="export a seeded sample of (constraint, original output, verdict) rows")
+    a = sub.add_parser("audit", help="export a seeded sample of (constraint, verdict and reason, original and constrained output) rows, plus an HTML page")
     a.add_argument("run")
     a.add_argument("--n", type=int, default=50)
     a.add_argument("--seed", type=int, default=0)
@@ -169,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--wandb-project", default="sustain-suite")
     r.add_argument("--wandb-group", default=None)
     r.add_argument("--notes", default=None, help="free text added to the report")
+    r.add_argument("--allow-mixed-settings", action="store_true",
+                   help="overlay curves whose evals used different settings (tasks, data, families, k, token "
+                        "budget, temperature, position, sandbox); the report lists the differences")
     r.set_defaults(func=cmd_report)
     return p
 

@@ -20,11 +20,13 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from sustain.eval import constraints as C
-from sustain.eval.config import EvalConfig
+from sustain.eval.config import EvalConfig, template_options
 from sustain.eval.errors import UserError
 from sustain.eval.generators import Generator, SamplingConfig, open_generator
 from sustain.eval.records import RecordStore, write_json_atomic
+from sustain.eval.sandbox.isolation import SETTINGS as SANDBOX_SETTINGS
 from sustain.eval.seeds import stable_seed
+from sustain.eval.shards import shard_items
 from sustain.eval.summary import write_summary
 from sustain.eval.tasks import TASKS, Item, Task, open_task
 
@@ -34,7 +36,9 @@ def gold_text(item: Item) -> str | None:
 
 
 class Pipeline:
-    def __init__(self, cfg: EvalConfig, generator: Generator | None = None):
+    def __init__(self, cfg: EvalConfig, generator: Generator | None = None, shard: tuple[int, int] | None = None):
+        """shard=(rank, world_size): this process evaluates only its share of each task's items
+        (sustain.eval.shards runs the shares and merges their records)."""
         self._validate(cfg)
         self.cfg = cfg
         self.out = Path(cfg.out)
@@ -46,11 +50,16 @@ class Pipeline:
         for name in cfg.tasks:
             task = open_task(name, cfg)
             items = task.load(cfg.split, cfg.limit)
-            if not items:
+            if items and shard:
+                items = shard_items(items, *shard)  # may be empty: a small task on many ranks
+            elif not items:
                 raise UserError(f"task {name!r} has no items (split {cfg.split!r}, limit {cfg.limit})",
                                 "check the data file, the split and --limit")
             self.tasks[name] = task
             self.items[name] = {it.id: it for it in items}
+        # stops here, before any generation, when a code task's sandbox cannot run on this machine
+        modes = {m for m in (t.sandbox_mode() for t in self.tasks.values()) if m}
+        self.sandbox_mode = ",".join(sorted(modes)) or None
         self._claim_folder()
         self.base = RecordStore(self.out / "baseline.jsonl")
         self.extracted = RecordStore(self.out / "constraints.jsonl")
@@ -62,6 +71,8 @@ class Pipeline:
             raise UserError("no model given", "pass --model PATH_OR_NAME")
         if not cfg.tasks:
             raise UserError("no tasks given", f"pass --tasks {','.join(TASKS)} (or module:Class)")
+        if cfg.sandbox not in SANDBOX_SETTINGS:  # checked even when no task runs code: a typo is never ignored
+            raise UserError(f"unknown sandbox setting {cfg.sandbox!r}", f"use one of: {', '.join(SANDBOX_SETTINGS)}")
         bad = [f for f in cfg.families if f not in C.FAMILIES]
         if bad:
             raise UserError(f"unknown constraint family {bad[0]!r}", f"use: {', '.join(C.FAMILIES)}")
@@ -86,12 +97,14 @@ class Pipeline:
                         f"run folder {self.out} was made with {key}={theirs[key]!r}, not {mine[key]!r}",
                         "choose a new --out for this model/setting, or delete the folder to start over",
                     )
-        write_json_atomic(meta, {"identity": mine, "config": asdict(self.cfg)})
+        write_json_atomic(meta, {"identity": mine, "config": asdict(self.cfg), "sandbox": self.sandbox_mode})
 
     # -- resources, created only when a stage has work to do ------------------------------------
-    def _make(self, backend: str, model: str, base_url: str | None) -> Generator:
+    def _make(self, backend: str, model: str, base_url: str | None, chat_template_kwargs: dict | None = None) -> Generator:
+        # chat_template_kwargs: e.g. enable_thinking=false for a thinking extractor or judge
         return open_generator(backend, model, base_url=base_url, api_key_env=self.cfg.api_key_env,
-                              timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.request_retries)
+                              timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.request_retries,
+                              chat_template_kwargs=template_options(chat_template_kwargs) or None)
 
     @property
     def generator(self) -> Generator:
@@ -102,8 +115,17 @@ class Pipeline:
     @property
     def soft(self):
         if self._soft is None:
-            judge = self._make(self.cfg.soft_backend, self.cfg.soft_model, self.cfg.soft_base_url)
-            self._soft = C.SoftExtractor(judge, cache_dir=self.out / "llm_cache")
+            c = self.cfg
+            extractor = self._make(c.soft_backend, c.soft_model, c.soft_base_url, c.soft_chat_template_kwargs)
+            judge = None
+            if c.judge_model:  # a separate judge; by default the extractor judges too
+                judge = self._make(c.judge_backend or c.soft_backend, c.judge_model, c.judge_base_url or c.soft_base_url,
+                                   c.judge_chat_template_kwargs)
+            self._soft = C.SoftExtractor(
+                extractor, cache_dir=self.out / "llm_cache",
+                sampling=SamplingConfig(max_new_tokens=c.soft_max_new_tokens, temperature=0.0, batch_size=c.batch_size),
+                judge=judge,
+                judge_sampling=SamplingConfig(max_new_tokens=c.judge_max_new_tokens, temperature=0.0, batch_size=c.batch_size))
         return self._soft
 
     def sampling(self, stop: tuple[str, ...] = ()) -> SamplingConfig:
@@ -194,7 +216,8 @@ class Pipeline:
             chunk = todo[start:start + bs]
             items = [self.items[r["task"]][r["item_id"]] for r in chunk]
             soft = ([[] for _ in chunk] if "soft" not in self.cfg.families
-                    else self.soft.extract_many([(it.prompt, r["output"]) for it, r in zip(items, chunk)]))
+                    else self.soft.extract_many([(it.prompt, r["output"]) for it, r in zip(items, chunk)],
+                                                hidden=[self.tasks[r["task"]].hidden_answer(it) for it, r in zip(items, chunk)]))
             records = []
             for r, item, soft_candidates in zip(chunk, items, soft):
                 hard = []
@@ -237,10 +260,17 @@ class Pipeline:
         """Check each constraint on a constrained output (code for hard ones, the LLM judge for soft)."""
         if "constraints" not in rec:
             return rec
-        follow = []
+        follow, judged = [], []
         for c in map(C.Constraint.from_dict, rec["constraints"]):
-            follow.append(C.check_hard(c, rec["output"]) if c.family == "hard" else self.soft.judge_follow(c, rec["output"]))
+            if c.family == "hard":
+                follow.append(C.check_hard(c, rec["output"]))
+                continue
+            verdict = self.soft.judge_follow_detail(c, rec["output"])
+            follow.append(verdict["satisfied"])
+            judged.append({"id": c.id, **verdict})
         rec["follow"] = follow
+        if judged:  # the judge's reasons, and why a verdict is missing (empty / unparseable reply)
+            rec["follow_judge"] = judged
         rec["followed_all"] = None if None in follow else all(follow)
         return rec
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sustain.eval.constraints.soft_summary import soft_summary
 from sustain.eval.errors import UserError
 from sustain.eval.failures import analyse
 from sustain.eval.grading_figures import accuracy_by_filter, truncation
@@ -20,8 +21,13 @@ def write_summary(out: str | Path) -> dict:
     if not (out / "run.json").is_file():
         raise UserError(f"{out} is not an eval run folder: no run.json", "pass the --out folder of a `sustain eval` run")
     meta = json.loads((out / "run.json").read_text())
-    summary = summarise(_read(out / "baseline.jsonl"), _read(out / "constrained.jsonl"), meta["identity"]["seed"])
+    constrained = _read(out / "constrained.jsonl")
+    summary = summarise(_read(out / "baseline.jsonl"), constrained, meta["identity"]["seed"])
     summary["model"] = meta["identity"]["model"]
+    summary["sandbox"] = meta.get("sandbox")  # the isolation model-written code ran under (None: no code task)
+    soft = soft_summary(_read(out / "constraints.jsonl"), constrained)
+    if soft is not None:  # where every LLM-written constraint went; empty and unparseable replies included
+        summary["soft_constraints"] = soft
     attention = out / "attention_summary.json"
     if attention.exists():
         summary["attention"] = json.loads(attention.read_text())
@@ -48,7 +54,7 @@ def summarise(base: list[dict], constrained: list[dict], seed: int = 0) -> dict:
 
     # by category counts a k=1 run under its constraint's category (k>1 runs mix categories)
     category = lambda r: [r["constraints"][0]["category"]] if r["k"] == 1 else []
-    failures = analyse(runs, solved)
+    failures = analyse(runs, solved, baseline=base, seed=seed)
     return {
         "n_items": len(base),
         "accuracy": proportion(base, lambda r: r["success"], "no baseline records", seed),

@@ -19,8 +19,8 @@ class ExpressionTask(Task):
     answer_kind = "code"
     runs_code = True
 
-    def __init__(self, sandbox_workers: int = 1, timeout_s: float = 10.0):
-        self.sandbox_workers, self.timeout_s = sandbox_workers, timeout_s
+    def __init__(self, sandbox_workers: int = 1, sandbox: str = "auto", timeout_s: float = 10.0):
+        self.sandbox_workers, self.sandbox, self.timeout_s = sandbox_workers, sandbox, timeout_s
         self._sandbox = None
 
     def load(self, split: str = "test", limit: int | None = None) -> list[Item]:
@@ -36,7 +36,7 @@ class ExpressionTask(Task):
         programs = [Program(code=f"def answer():\n    return {expr}\n", test=CHECK.format(gold=int(item.gold)),
                             entry_point="answer", id=item.id) for item, expr in zip(items, expressions)]
         if self._sandbox is None:
-            self._sandbox = Sandbox(workers=self.sandbox_workers, timeout_s=self.timeout_s)
+            self._sandbox = Sandbox(workers=self.sandbox_workers, timeout_s=self.timeout_s, isolation=self.sandbox)
         results = self._sandbox.run(programs)
         return [Grade(r.passed, expr, float(r.passed), {"reason": r.reason})
                 for expr, r in zip(expressions, results)]

@@ -83,6 +83,17 @@ def test_every_paradigm_runs_the_same_eval():
     demo.check_same_eval(quick)
 
 
+def test_every_paradigm_trains_with_the_same_optimiser_rate_steps_and_batch():
+    """The demo compares paradigms, not tunings (README): one optimiser, learning rate, schedule, step
+    count and number of sequences per step; a --seed reaches every paradigm."""
+    parsed = {p.name: demo.parse(p, Path("base-model"), Path("out"), quick=False, extra=("--seed", "7"))
+              for p in demo.PARADIGMS}
+    same = {name: (t.optim, t.learning_rate, t.lr_scheduler_type, t.max_steps, t.per_device_train_batch_size, t.seed)
+            for name, (_, t, _) in parsed.items()}
+    assert len(set(same.values())) == 1, same
+    assert next(iter(same.values()))[-1] == 7
+
+
 def test_demo_base_leaves_instruction_types_unseen():
     seen = set(demo.DEMO_BASE["instruction_ids"])
     assert seen < set(INSTRUCTIONS)  # a strict subset: its robustness at step 0 is partial by design

@@ -18,8 +18,8 @@ from kill_points import (KILL_AT_OPEN, SEED, STAGES, Launch, check_complete_json
                          records, summary_without_paths)
 
 SFT_FLAGS = ["--dataset_size", "64", "--per_device_train_batch_size", "8", "--max_steps", "8", "--save_steps", "1",
-             "--logging_steps", "1", "--eval_mode", "inline", "--eval_limit", "4", "--eval_max_new_tokens", "24",
-             "--eval_batch_size", "4", "--report_to", "none", "--save_total_limit", "10"]
+             "--logging_steps", "1", "--eval_mode", "inline", "--eval.limit", "4", "--eval.max_new_tokens", "24",
+             "--eval.batch_size", "4", "--report_to", "none", "--save_total_limit", "10"]
 STEPS = 8  # --max_steps: a checkpoint (and its inline eval) at every step
 
 
@@ -32,8 +32,7 @@ lr_scheduler_type: constant
 max_length: 128
 save_strategy: steps
 seed: 0
-eval_tasks: [arith]
-eval_k_max: 1
+eval: {tasks: [arith], k_max: 1}
 """
 
 
@@ -114,11 +113,11 @@ def test_training_killed_mid_save_mid_eval_and_at_seeded_writes_resumes_to_the_u
                                      "eval/checkpoint-5/baseline.jsonl", "eval/checkpoint-6/.summary.json.tmp")]
 
     # at seeded writes: past one step's worth of writes (a save and its eval) and short of two, so each
-    # restart keeps at least one more checkpoint and dies in training, a save or an eval
+    # restart keeps at least one more checkpoint, dies in training, a save or an eval, and dies before the end
     per_step = len(training_reference["writes"]) // STEPS
     for attempt in range(12):
         before = complete_checkpoints(out)
-        nth = rng.randint(per_step + 1, 2 * per_step) if len(kills) < 7 else 0
+        nth = rng.randint(per_step + 1, per_step + per_step // 2) if len(kills) < 7 else 0
         launch = Launch(sft_cmd(tiny_model, out, hook=True), dict(env, KILL_AT_OPEN=f"{out}/:{nth}"),
                         tmp_path / f"attempt{attempt}")
         code = launch.finish()

@@ -36,7 +36,8 @@ def test_a_bad_task_spec_is_a_one_line_user_error(spec, problem):
 
 def test_a_code_task_gets_the_sandbox_settings_and_others_do_not():
     cfg = EvalConfig(tasks=[CODE_TASK, "plugins:StoppingTask"], sandbox_workers=3)
-    assert open_task(CODE_TASK, cfg).sandbox_workers == 3
+    task = open_task(CODE_TASK, cfg)
+    assert task.sandbox_workers == 3 and task.sandbox == cfg.sandbox
     assert isinstance(open_task("plugins:StoppingTask", cfg), plugins.StoppingTask)  # takes no sandbox options
     assert type(get_task(CODE_TASK)) is plugins.ExpressionTask
 

@@ -230,15 +230,19 @@ def test_wandb_report_blocks_show_the_group_by_checkpoint_step(built):
     assert "grpo" in findings.text
     assert grid.runsets[0].filters == "Metric('Group') == 'g1'"
     plotted = {p.y[0]: p.x for p in grid.panels if isinstance(p, wr.LinePlot)}
-    assert {"sustain", "sustain/task/gsm8k", "sustain/task/hotpotqa", "attention_gap"} <= set(plotted)
-    assert set(plotted.values()) == {"checkpoint_step"}
+    assert {"sustain/score", "sustain/score/task/gsm8k", "sustain/score/task/hotpotqa", "sustain/attention_gap"} <= set(plotted)
+    assert set(plotted.values()) == {"sustain/checkpoint_step"}
 
 
 def test_wandb_rows_skip_undefined_values_and_carry_intervals(built):
     from sustain.eval.report.wandb_log import _rows
 
-    rows = {r["checkpoint_step"]: r for r in _rows(built[1]["series"]["sft"])}
+    rows = {r["sustain/checkpoint_step"]: r for r in _rows(built[1]["series"]["sft"])}
     assert sorted(rows) == [0, 100, 200]  # the pending step 300 is not logged
-    assert "sustain/task/hotpotqa" not in rows[200]  # undefined: a gap, not a 0
-    assert rows[100]["sustain/task/hotpotqa"] is not None
-    assert rows[200]["sustain_lo"] <= rows[200]["sustain"] <= rows[200]["sustain_hi"]
+    assert "sustain/score/task/hotpotqa" not in rows[200]  # undefined: a gap, not a 0
+    assert rows[100]["sustain/score/task/hotpotqa"] is not None
+    assert rows[200]["sustain/score_lo"] <= rows[200]["sustain/score"] <= rows[200]["sustain/score_hi"]
+    for row in rows.values():  # every score carries its interval and n
+        scores = [k for k in row if k != "sustain/checkpoint_step" and not k.endswith(("_lo", "_hi", "_n", "_count"))]
+        assert all(f"{k}_n" in row for k in scores)
+        assert all(f"{k}_lo" in row and f"{k}_hi" in row for k in scores if row[f"{k}_n"] > 0)

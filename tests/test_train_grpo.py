@@ -10,7 +10,7 @@ from wandb_offline import history, run_dirs
 
 GRPO_FLAGS = ["--dataset_size", "64", "--per_device_train_batch_size", "4", "--num_generations", "4",
               "--max_completion_length", "24", "--max_steps", "4", "--save_steps", "2", "--logging_steps", "1",
-              "--eval_limit", "8", "--eval_max_new_tokens", "24", "--eval_batch_size", "8"]
+              "--eval.limit", "8", "--eval.max_new_tokens", "24", "--eval.batch_size", "8"]
 
 
 def test_grpo_evaluates_every_checkpoint_and_logs_rewards_by_name(tiny_model, tmp_path):
@@ -32,10 +32,13 @@ def test_mined_prompts_carry_constraints_the_policys_own_output_satisfies():
 
     task = get_task("arith")
     items = task.load("train", 12)
-    outputs = [it.meta["solution"] for it in items]  # a policy that solves every item
-    outputs[0] = "I do not know."  # ... except the first
+    from sustain.eval.generators import Generation
+
+    outputs = [Generation(it.meta["solution"], "stop", 0) for it in items]  # a policy that solves every item
+    outputs[0] = Generation("I do not know.", "stop", 0)  # ... except the first
+    outputs[1] = Generation(f"We add and get {items[1].gold}", "length", 0)  # ... and a guess cut at the limit
     rows = mine_rows(task, items, outputs, k=2, seed=0)
-    assert rows and all(r["item_id"] != items[0].id for r in rows)
+    assert rows and all(r["item_id"] not in (items[0].id, items[1].id) for r in rows)
     for row in rows:
         item = next(it for it in items if it.id == row["item_id"])
         chosen = parse_constraints(row["constraints"])

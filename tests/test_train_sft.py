@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # small enough for seconds per run; 2 saves per run
 SFT_FLAGS = ["--dataset_size", "64", "--per_device_train_batch_size", "8", "--max_steps", "4", "--save_steps", "2",
-             "--logging_steps", "1", "--eval_limit", "8", "--eval_max_new_tokens", "24", "--eval_batch_size", "8"]
+             "--logging_steps", "1", "--eval.limit", "8", "--eval.max_new_tokens", "24", "--eval.batch_size", "8"]
 
 
 def train_env(tmp_path: Path, **extra) -> dict:
@@ -40,9 +40,9 @@ def sustain_rows(wandb_dir: Path) -> dict[int, dict]:
     rows = {}
     for run in run_dirs(wandb_dir):
         for row in history(run):
-            if "train/checkpoint_step" in row:
-                assert row["train/checkpoint_step"] not in rows, "a checkpoint was logged twice"
-                rows[row["train/checkpoint_step"]] = row
+            if "sustain/checkpoint_step" in row:
+                assert row["sustain/checkpoint_step"] not in rows, "a checkpoint was logged twice"
+                rows[row["sustain/checkpoint_step"]] = row
     return rows
 
 
@@ -110,9 +110,8 @@ def test_sbatch_mode_submits_each_checkpoint_once_without_waiting(tiny_model, tm
     evals = [out / "eval" / f"checkpoint-{s}" for s in (2, 4)]
     assert calls == [f"--parsable slurm/eval.slurm {out / e.name} {e} {e / 'eval_recipe.yaml'}" for e in evals]
     for s, e in zip((2, 4), evals):  # the job gets the effective settings, CLI overrides included
-        settings = yaml.safe_load((e / "eval_recipe.yaml").read_text())
-        assert settings["eval_mode"] == "sbatch" and settings["eval_limit"] == 8
-        assert settings["model_name_or_path"] == str(out / e.name)
+        settings = yaml.safe_load((e / "eval_recipe.yaml").read_text())["eval"]  # the eval block only
+        assert settings["limit"] == 8 and "model" not in settings and "out" not in settings
         job = json.loads((out / "eval" / f"checkpoint-{s}" / "job.json").read_text())
         assert job["job_id"] == "4242"
         assert not (out / "eval" / f"checkpoint-{s}" / "summary.json").exists()  # nothing ran inline
@@ -143,8 +142,11 @@ def test_sbatch_results_arriving_later_are_logged_at_their_checkpoint(tmp_path, 
     finally:
         run.finish()
     (row,) = [r for d in run_dirs(tmp_path) for r in history(d) if "sustain/score" in r]
-    assert row["train/checkpoint_step"] == 10 and row["sustain/score"] == 0.75 and row["sustain/score_n"] == 4
-    assert row["sustain/score/task/arith"] == 0.75 and row["sustain/failures/reasoning"] == 1
+    assert row["sustain/checkpoint_step"] == 10 and row["sustain/score"] == 0.75 and row["sustain/score_n"] == 4
+    assert row["sustain/score/task/arith"] == 0.75
+    # failures: the share of constrained runs of solved items, with its count and interval
+    assert row["sustain/failures/reasoning"] == 0.25 and row["sustain/failures/reasoning_count"] == 1
+    assert row["sustain/failures/reasoning_lo"] < 0.25 < row["sustain/failures/reasoning_hi"]
     assert row["sustain/failure_examples"]["_type"] == "table-file"
 
 

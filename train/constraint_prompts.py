@@ -27,12 +27,16 @@ from sustain.train.config import GRPOScriptArguments, key_values
 CACHE = "constraint_prompts.jsonl"
 
 
-def mine_rows(task, items, outputs: list[str], k: int, seed: int) -> list[dict]:
-    """Rows for the items the policy solved and that yield k compatible self-evident constraints."""
+def mine_rows(task, items, generations: list, k: int, seed: int) -> list[dict]:
+    """Rows for the items the policy solved and that yield k compatible self-evident constraints.
+
+    generations: the policy's Generation per item (an output cut at the token limit is solved only
+    when it states its answer, as in the eval)."""
     from sustain.eval import constraints as C
 
     rows = []
-    for item, output, grade in zip(items, outputs, task.grade_many(items, outputs)):
+    for item, gen, grade in zip(items, generations, task.grade_generations(items, generations)):
+        output = gen.text
         if not grade.success:
             continue
         # the gold answer must not leak into a constraint (e.g. "include the word 68")
@@ -68,10 +72,10 @@ def build(args: GRPOScriptArguments, policy: str) -> list[dict]:
     try:
         sampling = SamplingConfig(max_new_tokens=args.constraint_max_new_tokens, seed=args.constraint_seed,
                                   stop=list(task.stop))
-        outputs = [g.text for g in generator.generate([task.messages(it) for it in items], sampling)]
+        generations = generator.generate([task.messages(it) for it in items], sampling)
     finally:
         generator.close()
-    rows = mine_rows(task, items, outputs, args.constraint_k, args.constraint_seed)
+    rows = mine_rows(task, items, generations, args.constraint_k, args.constraint_seed)
     if not rows:
         raise UserError(
             f"the base policy yielded no constraint-augmented prompts from {len(items)} {args.dataset} items "

@@ -14,7 +14,7 @@ TASKS = {
 }
 DEFAULT_TASK = "arith"  # the offline synthetic task: runs anywhere with no data
 #: run-wide settings (EvalConfig fields) handed to tasks that declare runs_code.
-SANDBOX_SETTINGS = ("sandbox_workers",)
+SANDBOX_SETTINGS = ("sandbox_workers", "sandbox")
 #: run-wide grading settings (EvalConfig fields) handed to every task whose constructor takes them.
 GRADING_SETTINGS = ("f1_threshold",)
 

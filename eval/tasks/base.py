@@ -97,6 +97,15 @@ class Task(ABC):
     def close(self) -> None:
         """Release resources (sandbox workers); a no-op for tasks that hold none."""
 
+    def sandbox_mode(self) -> str | None:
+        """The code sandbox grading uses (None: this task runs no code); a UserError if it cannot run here."""
+        return None
+
+    def hidden_answer(self, item: Item) -> dict:
+        """What a back-translated constraint must not reveal: {"answer": the gold as text}. Code tasks
+        return {"test_code": ..., "entry_point": ...} instead (the identifiers their tests call)."""
+        return {"answer": str(item.gold)} if isinstance(item.gold, (str, int, float)) else {}
+
     def messages(self, item: Item, constraint: str | None = None, position: str = "append") -> list[dict]:
         """Chat messages for an item, with an optional constraint text.
 
