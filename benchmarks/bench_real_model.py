@@ -238,8 +238,12 @@ def report(args) -> str:
         by_k = sustain.get("by_k", {})
         gap = (summary.get("attention") or {}).get("gap")
         tps = p["gen_tokens"] / p["gen_wall_s"] if p["gen_wall_s"] else 0.0
-        table.append(f"| {task} | {_stage_state(p, summary_ok)} | {_fmt(summary.get('accuracy'))} | {_fmt(by_k.get('k1'))} | "
-                     f"{_fmt(by_k.get('k2'))} | {_fmt(summary.get('follow_rate'))} | {_fmt(gap)} | "
+        overall = sustain.get("overall") or {}
+        no_score = _fmt(overall) if summary_ok and overall.get("value") is None else "-"  # the reason, once
+        k1, k2 = (_fmt(by_k[k]) if k in by_k else no_score for k in ("k1", "k2"))
+        gap_cell = _fmt(gap) if gap else "not run (no constrained records)" if summary_ok else "-"
+        table.append(f"| {task} | {_stage_state(p, summary_ok)} | {_fmt(summary.get('accuracy'))} | {k1} | "
+                     f"{k2} | {_fmt(summary.get('follow_rate'))} | {gap_cell} | "
                      f"{p['gen_wall_s'] / 60:.1f} min | {tps:.1f} |")
         failures = summary.get("failures") or {}
         details.append(f"- {task}: {p['baseline']} baseline records ({p['truncated']} cut at the token limit of "
