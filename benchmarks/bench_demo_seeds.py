@@ -16,19 +16,22 @@ import time
 from pathlib import Path
 
 
+CELL = "arith/hard"  # the demo's one headline cell: arith, hard constraints, k = 1
+
+
+def _numbers(checkpoint: dict) -> dict:
+    cell = checkpoint["cells"][CELL]
+    return {"step": checkpoint["step"], **{k: cell["score"].get(k) for k in ("value", "lo", "hi", "n")},
+            "control": cell["control"].get("value"), "accuracy": (cell.get("accuracy") or {}).get("value")}
+
+
 def final_scores(report_json: Path) -> dict[str, dict]:
-    """paradigm -> {"step", "value", "lo", "hi", "n", "accuracy"} at its last finished checkpoint."""
+    """paradigm -> {"step", "value", "lo", "hi", "n", "control", "accuracy"} of the arith/hard cell
+    (SustainScore at k = 1) at its last finished checkpoint."""
     report = json.loads(report_json.read_text())
-    out = {}
-    for name, final in report["final"].items():
-        if final is None:
-            continue
-        out[name] = {"step": final["step"], **{k: final["sustain"].get(k) for k in ("value", "lo", "hi", "n")},
-                     "accuracy": (final.get("accuracy") or {}).get("value")}
-    base = report.get("base") or {}
-    if base:
-        out["base"] = {"step": 0, **{k: base["sustain"].get(k) for k in ("value", "lo", "hi", "n")},
-                       "accuracy": (base.get("accuracy") or {}).get("value")}
+    out = {name: _numbers(final) for name, final in report["final"].items() if final is not None}
+    if report.get("base"):
+        out["base"] = _numbers(report["base"])
     return out
 
 

@@ -51,7 +51,7 @@ def test_quick_demo_runs_every_stage_and_a_rerun_redoes_nothing(tiny_model, tmp_
     md = (out / "report" / "report.md").read_text()
     assert all(f"| {name} |" in md for name in ["base model", *NAMES])
     assert "What it does not show" in md
-    assert report["plots"]["overall"] and all((out / "report" / f).is_file() for f in report["plots"].values())
+    assert report["plots"]["cell/arith/hard"] and all((out / "report" / f).is_file() for f in report["plots"].values())
     assert list((wandb_dir / "wandb").glob("offline-run-*")), "W&B runs are written offline by default"
 
     before = written_files(out)

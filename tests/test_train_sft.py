@@ -63,12 +63,16 @@ def test_sft_evaluates_every_checkpoint_and_logs_at_its_step(tiny_model, tmp_pat
         summary = json.loads((out / "eval" / f"checkpoint-{step}" / "summary.json").read_text())
         assert row["sustain/accuracy"] == pytest.approx(summary["accuracy"]["value"])
         assert row["train/global_step"] == step
-        if summary["sustain"]["overall"]["value"] is not None:
-            assert row["sustain/score"] == pytest.approx(summary["sustain"]["overall"]["value"])
+        cell = summary["sustain"]["headline"]["arith"]["hard"]  # the headline: k=1, per task and family
+        if cell["value"] is not None:
+            assert row["sustain/score/arith/hard"] == pytest.approx(cell["value"])
+            assert row["sustain/control/arith/hard"] == pytest.approx(cell["control"]["value"])
         else:  # undefined is left out, never logged as 0
-            assert "sustain/score" not in row
+            assert "sustain/score/arith/hard" not in row
+        assert not any(key.startswith(("sustain/score/task", "sustain/score/k")) or key == "sustain/score"
+                       for key in row)  # nothing pooled over families or k
     # the tiny base solves arith, so a score is defined for at least one checkpoint
-    assert any("sustain/score" in row and "sustain/score/task/arith" in row for row in rows.values())
+    assert any("sustain/score/arith/hard" in row for row in rows.values())
     # the training curves are in the same run
     loss_steps = [r["train/global_step"] for run in run_dirs(tmp_path / "wandb_dir") for r in history(run) if "train/loss" in r]
     assert loss_steps == [1, 2, 3, 4]
@@ -125,8 +129,9 @@ def test_sbatch_results_arriving_later_are_logged_at_their_checkpoint(tmp_path, 
 
     out = tmp_path / "run"
     summary = {"accuracy": {"value": 0.5, "lo": 0.2, "hi": 0.8, "n": 10},
-               "sustain": {"overall": {"value": 0.75, "lo": 0.4, "hi": 0.9, "n": 4}, "by_task": {"arith": {"value": 0.75}}},
-               "failures": {"reasoning": 1}, "failure_examples": [{"task": "arith", "item_id": "1", "class": "reasoning",
+               "sustain": {"headline": {"arith": {"hard": {"value": 0.75, "lo": 0.4, "hi": 0.9, "n": 4,
+                                                           "control": {"value": 1.0, "lo": 0.5, "hi": 1.0, "n": 4}}}}},
+               "constrained_runs": 4, "failures": {"reasoning": 1}, "failure_examples": [{"task": "arith", "item_id": "1", "class": "reasoning",
                                                                    "constraint": "c", "output": "o"}]}
     (out / "eval" / "checkpoint-10").mkdir(parents=True)
     (out / "eval" / "checkpoint-10" / "summary.json").write_text(json.dumps(summary))
@@ -141,9 +146,9 @@ def test_sbatch_results_arriving_later_are_logged_at_their_checkpoint(tmp_path, 
         assert log_finished(out, run) == []  # already logged to this run
     finally:
         run.finish()
-    (row,) = [r for d in run_dirs(tmp_path) for r in history(d) if "sustain/score" in r]
-    assert row["sustain/checkpoint_step"] == 10 and row["sustain/score"] == 0.75 and row["sustain/score_n"] == 4
-    assert row["sustain/score/task/arith"] == 0.75
+    (row,) = [r for d in run_dirs(tmp_path) for r in history(d) if "sustain/score/arith/hard" in r]
+    assert row["sustain/checkpoint_step"] == 10 and row["sustain/score/arith/hard"] == 0.75
+    assert row["sustain/score/arith/hard_n"] == 4 and row["sustain/control/arith/hard"] == 1.0
     # failures: the share of constrained runs of solved items, with its count and interval
     assert row["sustain/failures/reasoning"] == 0.25 and row["sustain/failures/reasoning_count"] == 1
     assert row["sustain/failures/reasoning_lo"] < 0.25 < row["sustain/failures/reasoning_hi"]

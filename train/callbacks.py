@@ -221,7 +221,8 @@ def _define_metrics(run) -> None:
 
 
 def wandb_metrics(summary: dict, step: int) -> dict:
-    """One checkpoint's summary.json as a W&B row of the shared scheme (sustain/<metric> with _lo, _hi, _n)."""
+    """One checkpoint's summary.json as a W&B row of the shared scheme (sustain/<metric> with _lo, _hi, _n):
+    the SustainScore only per task and family at k=1 (sustain/score/<task>/<family>)."""
     # train/global_step too: the trainer's W&B integration plots "*" against it, so either axis
     # puts the point at its checkpoint.
     return {**scheme.checkpoint_row(scheme.summary_points(summary, step), step), "train/global_step": step}

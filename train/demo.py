@@ -257,16 +257,17 @@ def report_mode() -> str | None:
 
 
 def headline(report_json: Path) -> list[str]:
-    """SustainScore at step 0 and at the last checkpoint, per paradigm, for the closing lines."""
+    """SustainScore (k=1, per task and family) at step 0 and at the last checkpoint, per paradigm."""
     from sustain.eval.scoring import fmt
 
     report = json.loads(report_json.read_text())
     lines = []
     for name, points in report["series"].items():
-        done = [p for p in points.get("sustain", []) if p["value"] is not None]
-        if done:
-            lines.append(f"  {name}: SustainScore step {done[0]['step']} {fmt(done[0])} -> "
-                         f"step {done[-1]['step']} {fmt(done[-1])}")
+        for cell in report["cells"]:
+            done = [p for p in points.get(f"score/{cell}", []) if p["value"] is not None]
+            if done:
+                lines.append(f"  {name}: SustainScore {cell} step {done[0]['step']} {fmt(done[0])} -> "
+                             f"step {done[-1]['step']} {fmt(done[-1])}")
     return lines
 
 

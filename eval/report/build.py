@@ -19,6 +19,7 @@ def assemble(inputs: list[Path], allow_mixed_settings: bool = False) -> tuple[di
     paradigms = collect([Path(p) for p in inputs])
     mixed = check_comparable(paradigms, allow_mixed_settings)
     task_names = curves.tasks(paradigms)
+    cell_names = curves.cells(paradigms)
     series = curves.build_series(paradigms)
     base = base_checkpoint(paradigms)
     pending = [{"paradigm": p.name, "step": c.step, "folder": str(c.folder), "reason": c.pending}
@@ -32,11 +33,12 @@ def assemble(inputs: list[Path], allow_mixed_settings: bool = False) -> tuple[di
                                                 "status": "done" if c.done else "pending"} for c in p.checkpoints]}
                       for p in paradigms},
         "tasks": task_names,
+        "cells": [f"{t}/{f}" for t, f in cell_names],
         "sandbox": {p.name: sorted({str(c.summary.get("sandbox")) for c in p.checkpoints if c.done and c.summary.get("sandbox")})
                     for p in paradigms},
         "series": series,
-        "base": None if base is None else curves.checkpoint_numbers(base, task_names),
-        "final": {p.name: curves.final_numbers(p, task_names) for p in paradigms},
+        "base": None if base is None else curves.checkpoint_numbers(base, cell_names),
+        "final": {p.name: curves.final_numbers(p, cell_names) for p in paradigms},
         "paired_tests": paired_tests(paradigms),
         "pending": pending,
         "undefined": curves.undefined_points(series),
@@ -64,7 +66,7 @@ def build_report(inputs: list[Path], out: Path, wandb_mode: str | None = None, p
     out = Path(out)
     report, pending_steps = assemble(inputs, allow_mixed_settings)
     out.mkdir(parents=True, exist_ok=True)
-    report["plots"] = plots.all_plots(report["series"], report["tasks"], pending_steps, out)
+    report["plots"] = plots.all_plots(report["series"], report["cells"], pending_steps, out)
     md = out / "report.md"
     write_text_atomic(md, markdown.render(report, notes))
     write_json_atomic(out / "report.json", report)  # last: a report.json means the whole report is there

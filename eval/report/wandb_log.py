@@ -4,9 +4,10 @@ The scheme, shared by training runs (train/callbacks.py logs each checkpoint's s
 training run) and `sustain report` runs (one run per paradigm): one row per checkpoint, with
   sustain/checkpoint_step           the x axis of every sustain/* key (define_metric), so a late
                                     eval (sbatch) still plots at its checkpoint
-  sustain/<metric>                  every defined score of the report's series (curves.py names:
-                                    accuracy, accuracy/task/<t>, follow_rate, failures/<class>, ...; the
-                                    SustainScore `sustain[/...]` is sustain/score[/...])
+  sustain/<metric>                  every defined score of the report's series (curves.py's
+                                    checkpoint_metrics names: accuracy, accuracy/<t>, score/<t>/<family>
+                                    (the SustainScore, k=1), control/<t>/<family>, coverage/..., macro/<family>,
+                                    scale/<t>/<family>/k<k>, follow_rate/..., failures/<class>, ...)
   sustain/<metric>_lo, _hi, _n      its 95% interval and n (failure shares: _count too)
 An undefined score is left out of the row (a gap in the curve), never logged as 0. Training rows
 also carry train/global_step (the Trainer's W&B integration plots every key against it).
@@ -75,16 +76,19 @@ def _rows(metrics: dict[str, list[dict]]) -> list[dict]:
 
 
 def final_table_rows(report: dict) -> tuple[list[str], list[list]]:
-    tasks = report["tasks"]
-    columns = ["paradigm", "final_step", "accuracy", "accuracy_lo", "accuracy_hi", "sustain", "sustain_lo",
-               "sustain_hi", "sustain_n", *[f"sustain_{t}" for t in tasks], "follow_rate"]
+    """One row per paradigm and (task, family) cell at its final checkpoint (k=1)."""
+    columns = ["paradigm", "final_step", "task", "family", "accuracy", "sustain", "sustain_lo", "sustain_hi",
+               "sustain_n", "control", "control_lo", "control_hi", "vs_control_p", "coverage", "follow_rate"]
     data = []
     for name, f in report["final"].items():
         if f is None:
             continue
-        data.append([name, f["step"], f["accuracy"]["value"], f["accuracy"]["lo"], f["accuracy"]["hi"],
-                     f["sustain"]["value"], f["sustain"]["lo"], f["sustain"]["hi"], f["sustain"]["n"],
-                     *[f["sustain_by_task"][t]["value"] for t in tasks], f["follow_rate"]["value"]])
+        for cell in report["cells"]:
+            c = f["cells"][cell]
+            data.append([name, f["step"], c["task"], c["family"], c["accuracy"]["value"], c["score"]["value"],
+                         c["score"]["lo"], c["score"]["hi"], c["score"]["n"], c["control"]["value"],
+                         c["control"]["lo"], c["control"]["hi"], c["vs_control_p"], c["coverage"]["value"],
+                         c["follow_rate"]["value"]])
     return columns, data
 
 
@@ -113,8 +117,8 @@ def log_report(report: dict, out: Path, mode: str, project: str, group: str | No
             run.log(row)
         final = report["final"].get(name)
         if final is not None:
-            run.summary.update({"final_step": final["step"], "final_sustain": final["sustain"]["value"],
-                                "final_accuracy": final["accuracy"]["value"]})
+            run.summary.update({"final_step": final["step"], "final_accuracy": final["accuracy"]["value"],
+                                **{f"final_score/{cell}": c["score"]["value"] for cell, c in final["cells"].items()}})
         entity = run.entity
         run_dirs.append(Path(run.dir).parent)
         run.finish()
@@ -142,8 +146,9 @@ def report_blocks(report: dict, project: str, entity: str | None, group: str, wr
     from sustain.eval.report.markdown import findings
 
     runset = wr.Runset(project=project, entity=entity, name=group, filters=f"Metric('Group') == '{group}'")
-    ys = ["sustain", "accuracy", *[f"sustain/task/{t}" for t in report["tasks"]], "follow_rate"]
-    panels = [wr.LinePlot(title=y, x=STEP, y=[key(y)]) for y in ys]
+    panels = [wr.LinePlot(title=f"SustainScore k=1, {cell}, with its control", x=STEP,
+                          y=[key(f"score/{cell}"), key(f"control/{cell}")]) for cell in report["cells"]]
+    panels += [wr.LinePlot(title=y, x=STEP, y=[key(y)]) for y in ["accuracy", *[f"accuracy/{t}" for t in report["tasks"]]]]
     if any("attention_gap" in m for m in report["series"].values()):
         panels.append(wr.LinePlot(title="attention_gap", x=STEP, y=[key("attention_gap")]))
     panels.append(wr.MediaBrowser(title="report plots", media_keys=[f"plots/{k}" for k in report["plots"]]))
