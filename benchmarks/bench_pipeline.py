@@ -28,11 +28,14 @@ class TimedGenerator(Generator):
 
     def __init__(self, inner: Generator):
         self.inner, self.model_id, self.seconds, self.calls = inner, inner.model_id, 0.0, 0
+        self.tokens = 0
 
     def generate(self, conversations, cfg):
         started = time.perf_counter()
         try:
-            return self.inner.generate(conversations, cfg)
+            gens = self.inner.generate(conversations, cfg)
+            self.tokens += sum(g.n_tokens for g in gens)
+            return gens
         finally:
             self.seconds += time.perf_counter() - started
             self.calls += 1
@@ -43,6 +46,7 @@ def main() -> None:
     p.add_argument("--model", default=None, help="model folder, 'real' for the real model (make real-model); "
                                                  "default: the cached tiny base model")
     p.add_argument("--task", default="arith")
+    p.add_argument("--backend", default="hf", help="hf or vllm (a GPU machine)")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--items", type=int, default=200)
     p.add_argument("--k-max", type=int, default=2)
@@ -57,10 +61,10 @@ def main() -> None:
 
         a.model = str(ensure_tiny_base(ROOT / ".cache" / "tiny-models"))
     started = time.perf_counter()
-    timed = TimedGenerator(make_generator("hf", model=a.model))
+    timed = TimedGenerator(make_generator(a.backend, model=a.model))
     load_s = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = EvalConfig(model=a.model, tasks=[a.task], data=shared_data(), limit=a.items, out=tmp, k_max=a.k_max,
+        cfg = EvalConfig(model=a.model, backend=a.backend, tasks=[a.task], data=shared_data(), limit=a.items, out=tmp, k_max=a.k_max,
                          max_new_tokens=a.max_new_tokens, batch_size=a.batch_size)
         started = time.perf_counter()
         summary = run_eval(cfg, generator=timed)
@@ -68,7 +72,8 @@ def main() -> None:
     print(f"{a.task}, {a.items} items, k=1..{a.k_max}: accuracy {summary['accuracy']['value']:.3f}, "
           f"{summary['constrained_runs']} constrained runs, {timed.calls} generate() calls")
     print(f"  model load {load_s:.2f} s (excluded)")
-    print(f"  full eval wall {wall:.2f} s, generation {timed.seconds:.2f} s")
+    print(f"  full eval wall {wall:.2f} s, generation {timed.seconds:.2f} s, "
+          f"{timed.tokens} generated tokens ({timed.tokens / timed.seconds:.1f} tokens/s in generate())")
     print(f"  overhead ratio wall/generation: {wall / timed.seconds:.3f}  (limit 1.0, goal <= 1.10)")
 
 

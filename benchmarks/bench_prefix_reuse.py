@@ -84,7 +84,10 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     gen = HFGenerator(a.model or str(gguf_path()), device="cpu", dtype="float32")
     groups = variants(a.task, a.items, a.k_max)
     t_reuse, t_batch = [], []
