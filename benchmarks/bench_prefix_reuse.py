@@ -61,10 +61,10 @@ def with_reuse(gen: HFGenerator, groups: list[list[list[dict]]], tokens: int) ->
         shared, total = shared + n, total + sum(map(len, ids))
         with torch.inference_mode():
             cache = DynamicCache(config=gen.model.config)
-            gen.model(input_ids=torch.tensor([ids[0][:n]]), past_key_values=cache, use_cache=True)
+            gen.model(input_ids=torch.tensor([ids[0][:n]]), cache=cache, use_cache=True)
             for row in ids:
                 out = gen.model.generate(input_ids=torch.tensor([row]), attention_mask=torch.ones(1, len(row), dtype=torch.long),
-                                         past_key_values=copy.deepcopy(cache), max_new_tokens=tokens, do_sample=False,
+                                         cache=copy.deepcopy(cache), max_new_tokens=tokens, do_sample=False,
                                          temperature=None, top_p=None, top_k=None, pad_token_id=gen.tokenizer.pad_token_id)
                 texts.append(gen.tokenizer.decode(out[0, len(row):], skip_special_tokens=True))
     return texts, shared, total
