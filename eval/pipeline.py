@@ -133,16 +133,17 @@ class Pipeline:
         write_json_atomic(meta, {"identity": mine, "config": asdict(self.cfg), "sandbox": self.sandbox_mode})
 
     # -- resources, created only when a stage has work to do ------------------------------------
-    def _make(self, backend: str, model: str, base_url: str | None, chat_template_kwargs: dict | None = None) -> Generator:
+    def _make(self, backend: str, model: str, base_url: str | None, chat_template_kwargs: dict | None = None,
+              **extra) -> Generator:
         # chat_template_kwargs: e.g. enable_thinking=false for a thinking extractor or judge
         return open_generator(backend, model, base_url=base_url, api_key_env=self.cfg.api_key_env,
                               timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.request_retries,
-                              chat_template_kwargs=template_options(chat_template_kwargs) or None)
+                              chat_template_kwargs=template_options(chat_template_kwargs) or None, **extra)
 
     @property
     def generator(self) -> Generator:
         if self._generator is None:
-            self._generator = self._make(self.cfg.backend, self.cfg.model, self.cfg.base_url)
+            self._generator = self._make(self.cfg.backend, self.cfg.model, self.cfg.base_url, dtype=self.cfg.dtype)
         return self._generator
 
     @property

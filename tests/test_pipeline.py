@@ -93,6 +93,20 @@ def test_folder_of_another_model_is_refused(finished_run, tmp_path):
         run_eval(config(tmp_path / "other-model", out), generator=NoCalls())
 
 
+def test_dtype_loads_the_model_in_that_dtype_and_a_folder_of_another_dtype_is_refused(tiny_model, tmp_path):
+    import torch
+
+    from sustain.eval.pipeline import Pipeline
+
+    pipe = Pipeline(config(tiny_model, tmp_path / "eval", dtype="bfloat16"))  # claims the folder, generates nothing
+    try:
+        assert next(pipe.generator.model.parameters()).dtype == torch.bfloat16
+    finally:
+        pipe.close()
+    with pytest.raises(UserError, match="was made with dtype='bfloat16'"):
+        Pipeline(config(tiny_model, tmp_path / "eval", dtype="float32"), generator=NoCalls())
+
+
 def test_larger_k_max_computes_only_the_new_k(finished_run, tiny_model, tmp_path):
     out, _ = finished_run
     folder = tmp_path / "eval"
