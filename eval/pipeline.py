@@ -27,7 +27,9 @@ from sustain.eval.errors import UserError
 from sustain.eval.generators import Generator, SamplingConfig, make_generator
 from sustain.eval.records import RecordStore, write_json_atomic
 from sustain.eval.summary import write_summary
-from sustain.eval.tasks import Item, Task, get_task
+from sustain.eval.run_files import RunLock, has_records, open_records, read_run_json
+from sustain.eval.tasks import Grade, Item, Task, get_task
+from sustain.eval.validate import check_text, out_folder_problem, validate_eval_config
 
 
 
@@ -40,9 +42,54 @@ def gold_text(item: Item) -> str | None:
     return str(item.gold) if isinstance(item.gold, (str, int, float)) else None
 
 
+def same_setting(key: str, theirs, mine) -> bool:
+    """A model path recorded relative to where that run started still names the same folder."""
+    if theirs == mine:
+        return True
+    return key == "model" and isinstance(theirs, str) and Path(theirs).expanduser().exists() and \
+        str(Path(theirs).expanduser().resolve()) == mine
+
+
+def check_items(task: str, items: list[Item]) -> dict[str, Item]:
+    """Items by id; two items with one id would share one record and one of them would vanish."""
+    by_id: dict[str, Item] = {}
+    for item in items:
+        if not isinstance(item.prompt, str) or not item.prompt.strip():
+            raise UserError(f"task {task!r}: item {item.id!r} has no prompt text", "give every item a text question")
+        if item.id in by_id:
+            raise UserError(f"task {task!r}: item id {item.id!r} appears twice in the data",
+                            "give every item its own id (remove or rename the duplicate)")
+        by_id[item.id] = item
+    return by_id
+
+
+def grade_safely(task: Task, items: list[Item], outputs: list[str]) -> list[Grade]:
+    """Grades for a batch; an item the grader cannot handle (malformed gold) fails alone, with its reason,
+    instead of discarding the batch with the valid items of every task in it."""
+    try:
+        return task.grade_many(items, outputs)
+    except UserError:
+        raise
+    except Exception:  # noqa: BLE001 - find the item(s) at fault one by one
+        pass
+    grades = []
+    for item, output in zip(items, outputs):
+        try:
+            grades.append(task.grade_many([item], [output])[0])
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded on the item, never a lost batch
+            grades.append(Grade(success=False, answer=None, score=0.0,
+                                detail={"reason": "grading error", "error": f"{type(exc).__name__}: {exc}"[:300]}))
+    return grades
+
+
 class Pipeline:
     def __init__(self, cfg: EvalConfig, generator: Generator | None = None):
-        self._validate(cfg)
+        # Everything is checked before the folder is locked and claimed: a mistake leaves no trace.
+        check_text("model", cfg.model, what="PATH_OR_NAME")
+        cfg = validate_eval_config(cfg, check_model=generator is None)
+        out_folder_problem(cfg.out)
         self.cfg = cfg
         self.out = Path(cfg.out)
         self._generator = generator
@@ -50,51 +97,54 @@ class Pipeline:
         self._soft = None
         self.tasks: dict[str, Task] = {}
         self.items: dict[str, dict[str, Item]] = {}
+        self._lock = None
+        try:
+            self._load_tasks()
+            self._lock = RunLock(self.out).acquire()
+            self._claim_folder()
+            self.base = open_records(self.out, "baseline.jsonl", create=True)
+            self.extracted = open_records(self.out, "constraints.jsonl", create=True)
+            self.constrained = open_records(self.out, "constrained.jsonl", create=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load_tasks(self) -> None:
+        cfg = self.cfg
         for name in cfg.tasks:
             options = {"data": cfg.data[name]} if name in cfg.data else {}
             if name == "humaneval":
                 options["sandbox_workers"] = cfg.sandbox_workers
             task = get_task(name, **options)
+            self.tasks[name] = task
             items = task.load(cfg.split, cfg.limit)
             if not items:
                 raise UserError(f"task {name!r} has no items (split {cfg.split!r}, limit {cfg.limit})",
                                 "check the data file, the split and --limit")
-            self.tasks[name] = task
-            self.items[name] = {it.id: it for it in items}
-        self._claim_folder()
-        self.base = RecordStore(self.out / "baseline.jsonl")
-        self.extracted = RecordStore(self.out / "constraints.jsonl")
-        self.constrained = RecordStore(self.out / "constrained.jsonl")
-
-    @staticmethod
-    def _validate(cfg: EvalConfig) -> None:
-        if not cfg.model:
-            raise UserError("no model given", "pass --model PATH_OR_NAME")
-        if not cfg.tasks:
-            raise UserError("no tasks given", "pass --tasks arith,gsm8k,hotpotqa,humaneval")
-        bad = [f for f in cfg.families if f not in C.FAMILIES]
-        if bad:
-            raise UserError(f"unknown constraint family {bad[0]!r}", f"use: {', '.join(C.FAMILIES)}")
-        for cat in cfg.categories or []:
-            C.check_category(cat)
-        if cfg.k_max < 1:
-            raise UserError(f"k_max must be at least 1, got {cfg.k_max}", "pass --k-max 1 or more")
-        if "soft" in cfg.families and not cfg.soft_model:
-            raise UserError("soft constraints need an LLM", "pass --soft-model NAME (and --soft-base-url for an endpoint)")
+            self.items[name] = check_items(name, items)
 
     def _claim_folder(self) -> None:
-        """Write run.json, or refuse a folder whose records another model or other settings made."""
-        meta = self.out / "run.json"
+        """Write run.json, or refuse a folder whose records another model or other settings made.
+
+        A run.json with no records beside it protects nothing (a run that failed before its first
+        record): it is replaced, so a corrected command is never locked out by its own typo."""
         mine = self.cfg.identity()
-        if meta.exists():
-            theirs = json.loads(meta.read_text()).get("identity", {})
+        if has_records(self.out):
+            meta = read_run_json(self.out, required=False)
+            if meta is None:
+                raise UserError(f"{self.out} holds records but no run.json saying which model made them",
+                                "choose a new --out, or delete the folder to start over")
+            theirs = meta["identity"]
             for key in EvalConfig.IDENTITY:
-                if key in theirs and theirs[key] != mine[key]:
+                if key == "model" and key not in theirs:
+                    raise UserError(f"{self.out / 'run.json'} does not record the {key} that made its records",
+                                    "choose a new --out, or delete the folder to start over")
+                if key in theirs and not same_setting(key, theirs[key], mine[key]):
                     raise UserError(
                         f"run folder {self.out} was made with {key}={theirs[key]!r}, not {mine[key]!r}",
                         "choose a new --out for this model/setting, or delete the folder to start over",
                     )
-        write_json_atomic(meta, {"identity": mine, "config": asdict(self.cfg)})
+        write_json_atomic(self.out / "run.json", {"identity": mine, "config": asdict(self.cfg)})
 
     # -- resources, created only when a stage has work to do ------------------------------------
     def _make(self, backend: str, model: str, base_url: str | None) -> Generator:
@@ -149,6 +199,9 @@ class Pipeline:
         if self._soft is not None:
             self._soft.generator.close()
             self._soft = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _generate_and_store(self, store: RecordStore, jobs: list[tuple[Item, str, dict]], desc: str) -> None:
         """jobs: (item, task name, record fields incl. messages). Generates, grades, appends per batch."""
@@ -165,7 +218,7 @@ class Pipeline:
                 by_task.setdefault(task, []).append(i)
             grades = [None] * len(chunk)
             for task, idx in by_task.items():
-                gs = self.tasks[task].grade_many([chunk[i][0] for i in idx], [gens[i].text for i in idx])
+                gs = grade_safely(self.tasks[task], [chunk[i][0] for i in idx], [gens[i].text for i in idx])
                 for i, g in zip(idx, gs):
                     grades[i] = g
             for (item, task, fields), gen, grade in zip(chunk, gens, grades):
@@ -219,7 +272,7 @@ class Pipeline:
             task = self.tasks[rec["task"]]
             for family in self.cfg.families:
                 kept = self._kept(rec, family)
-                for k in range(1, self.cfg.k_max + 1):
+                for k in range(1, min(self.cfg.k_max, len(kept)) + 1):  # no k beyond the constraints there are
                     chosen = C.choose_constraints(kept, k, stable_seed(self.cfg.seed, rec["task"], item.id, family, k))
                     if not chosen:
                         continue

@@ -1,31 +1,26 @@
 """summary.json, derived from a run folder's records alone (never edited by hand)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from sustain.eval.errors import UserError
 from sustain.eval.failures import analyse
-from sustain.eval.records import RecordStore, write_json_atomic
+from sustain.eval.records import write_json_atomic
+from sustain.eval.run_files import identity_value, read_json_file, read_run_json, records
 from sustain.eval.scoring import grouped, proportion
-
-
-def _read(path: Path) -> list[dict]:
-    return list(RecordStore(path)) if path.exists() else []
 
 
 def write_summary(out: str | Path) -> dict:
     out = Path(out)
-    if not (out / "run.json").is_file():
-        raise UserError(f"{out} is not an eval run folder: no run.json", "pass the --out folder of a `sustain eval` run")
-    meta = json.loads((out / "run.json").read_text())
-    summary = summarise(_read(out / "baseline.jsonl"), _read(out / "constrained.jsonl"), meta["identity"]["seed"])
-    summary["model"] = meta["identity"]["model"]
-    attention = out / "attention_summary.json"
-    if attention.exists():
-        summary["attention"] = json.loads(attention.read_text())
-    if (out / "ablation_summary.json").exists():  # the causal ablation (sustain.eval.attention.ablation_stage)
-        summary["ablation"] = json.loads((out / "ablation_summary.json").read_text())
+    meta = read_run_json(out)
+    seed = identity_value(meta, "seed", out)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise UserError(f"{out / 'run.json'}: identity.seed is not a whole number", "restore run.json from the run")
+    summary = summarise(records(out, "baseline.jsonl"), records(out, "constrained.jsonl"), seed)
+    summary["model"] = identity_value(meta, "model", out)
+    for key in ("attention", "ablation"):  # ablation: the causal ablation (sustain.eval.attention.ablation_stage)
+        if (out / f"{key}_summary.json").exists():
+            summary[key] = read_json_file(out / f"{key}_summary.json")
     write_json_atomic(out / "summary.json", summary)
     return summary
 

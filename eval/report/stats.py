@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binomtest, bootstrap
 
-from sustain.eval.records import RecordStore
+from sustain.eval.run_files import records
 from sustain.eval.report.collect import BASE, Paradigm, base_checkpoint
 from sustain.eval.scoring import BOOTSTRAP_RESAMPLES
 
@@ -36,9 +36,9 @@ Outcomes = dict[str, dict[tuple[str, str], bool]]  # condition -> (task, item_id
 
 def item_outcomes(folder: Path) -> Outcomes:
     """k=1 constrained success of each item solved at baseline, per condition."""
-    solved = {(r["task"], str(r["item_id"])) for r in RecordStore(folder / "baseline.jsonl") if r["success"]}
+    solved = {(r["task"], str(r["item_id"])) for r in records(folder, "baseline.jsonl") if r["success"]}
     out: Outcomes = {}
-    for r in RecordStore(folder / "constrained.jsonl"):
+    for r in records(folder, "constrained.jsonl"):
         key = (r["task"], str(r["item_id"]))
         if r.get("k") == 1 and key in solved:
             out.setdefault(r["condition"], {})[key] = bool(r["success"])
