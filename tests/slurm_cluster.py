@@ -61,7 +61,8 @@ class SlurmCluster:
         return {field.split("=", 1)[1] for line in out.splitlines() for field in line.split()
                 if field.startswith("JobState=")}
 
-    def wait(self, job_ids: list[str], timeout: float = 300) -> None:
+    def wait(self, job_ids: list[str], timeout: float = 1800) -> None:
+        """Until the jobs end; the timeout only catches a hang (a loaded machine runs them many times slower)."""
         deadline = time.monotonic() + timeout
         while any(self.states(j) & ACTIVE for j in job_ids):
             if time.monotonic() > deadline:

@@ -75,7 +75,7 @@ def test_good_answer_keeps_self_evident_constraints_and_records_the_rest(tmp_pat
 
 def test_fenced_json_with_prose_and_trailing_commas_is_parsed(tmp_path):
     fenced = f'Sure! Here they are:\n```json\n[{{"category": "Method", "constraint": "{STEPS}",}},\n]\n```\nHope this helps.'
-    judge = f'Let me check.\n```json\n{{"satisfied": true, "reason": "shown",}}\n```'
+    judge = 'Let me check.\n```json\n{"satisfied": true, "reason": "shown",}\n```'
     records = SoftExtractor(ScriptedGenerator(fenced, {STEPS: judge}), tmp_path).extract(QUESTION, OUTPUT)
     assert [c.text for c in kept_constraints(records)] == [STEPS]
     assert kept_constraints(records)[0].category == "method"
@@ -84,7 +84,8 @@ def test_fenced_json_with_prose_and_trailing_commas_is_parsed(tmp_path):
 def test_malformed_json_is_recorded_not_raised(tmp_path):
     records = SoftExtractor(ScriptedGenerator("I cannot think of any constraints, sorry.", {}), tmp_path).extract(QUESTION, OUTPUT)
     assert records == [{"constraint": None, "self_evident": None, "checked_by": "llm", "error": "unparseable",
-                        "raw": "I cannot think of any constraints, sorry."}]
+                        "raw": "I cannot think of any constraints, sorry.", "extractor": "scripted-llm",
+                        "judge": "scripted-llm"}]
     # a bad item in a good list, and a judge reply with no verdict
     gen = ScriptedGenerator(json.dumps([{"category": "mood", "constraint": "Be happy."}, {"category": "style", "constraint": TONE}]),
                             {TONE: "Probably fine?"})
@@ -187,3 +188,70 @@ def test_cache_survives_a_torn_last_line(tmp_path):
     assert again.extract(QUESTION, OUTPUT) == records and again.calls == 0
     assert again.judge_follow(Constraint.from_dict(records[0]["constraint"]), "new output") is False  # appended after the cut
     assert all(json.loads(line) for line in cache_file.read_text().splitlines())
+
+
+# ---------------------------------------------------------------- guards: leaks, empty replies, a separate judge
+
+def test_leak_check_rejects_constraints_that_give_the_answer_away(tmp_path):
+    leaks = {"The result is 68.": "gold_number", "Say sixty-eight at the end.": "gold_number_words",
+             "Mention Arthur's Magazine first.": "gold_entity"}
+    gen = ScriptedGenerator(_listing(("method", STEPS), *(("style", t) for t in leaks)), {STEPS: _yes(), **{t: _no() for t in leaks}})
+    extractor = SoftExtractor(gen, tmp_path)
+    records = extractor.extract_many([(QUESTION, OUTPUT)], hidden=[{"answer": "68"}])[0]
+    by_text = _by_text(records)
+    assert by_text["The result is 68."]["rejected"] == "leak" and by_text["The result is 68."]["leak"] == ["gold_number"]
+    assert by_text["Say sixty-eight at the end."]["leak"] == ["gold_number_words"]
+    assert "Mention Arthur's Magazine first." not in [c.text for c in kept_constraints(records)]
+    assert [c.text for c in kept_constraints(records)] == [STEPS]
+    assert all("Instruction:\n<<<\nThe result" not in p for p in gen.prompts)  # a leaking constraint is never judged
+    named = extractor.extract_many([(QUESTION, OUTPUT)], hidden=[{"answer": "Arthur's Magazine"}])[0]
+    assert _by_text(named)["Mention Arthur's Magazine first."]["leak"] == ["gold_answer", "gold_entity"]
+
+
+def test_leak_check_on_code_identifiers_the_tests_call():
+    from sustain.eval.constraints.leak import leak_reasons, leak_terms
+
+    terms = leak_terms({"test_code": "def check(candidate):\n    assert candidate([1]) == sort_third([1])\n",
+                        "entry_point": "sort_third"})
+    assert terms["code_identifier"] == ["sort_third"]
+    assert leak_reasons("Define sort_third with a loop.", terms) == ["code_identifier"]
+    assert leak_reasons("Use a loop and return a list.", terms) == []
+
+
+def test_empty_reply_of_a_thinking_model_is_counted_not_dropped(tmp_path):
+    thinking = "<think>" + "let me think " * 30  # the budget ran out inside the thought
+    records = SoftExtractor(ScriptedGenerator(thinking, {}), tmp_path).extract(QUESTION, OUTPUT)
+    assert [r["error"] for r in records] == ["empty"] and records[0]["raw"].startswith("<think>")
+    gen = ScriptedGenerator(_listing(("style", TONE)), {TONE: "<think>hmm</think>"})
+    extractor = SoftExtractor(gen, tmp_path / "b")
+    assert _by_text(extractor.extract(QUESTION, OUTPUT))[TONE]["error"] == "empty"
+    verdict = extractor.judge_follow_detail(Constraint.from_dict(_by_text(extractor.extract(QUESTION, OUTPUT))[TONE]["constraint"]), "x")
+    assert verdict == {"satisfied": None, "reason": None, "error": "empty"}
+
+
+def test_a_separate_judge_model_judges_and_is_named(tmp_path):
+    extractor_gen = ScriptedGenerator(_listing(("style", TONE)), {})
+    judge_gen = ScriptedGenerator("unused", {TONE: _yes("plain words")})
+    judge_gen.model_id = "judge-llm"
+    soft = SoftExtractor(extractor_gen, tmp_path, judge=judge_gen, judge_sampling=SamplingConfig(max_new_tokens=64))
+    [record] = soft.extract(QUESTION, OUTPUT)
+    assert record["self_evident"] is True and record["reason"] == "plain words"
+    assert (record["extractor"], record["judge"]) == ("scripted-llm", "judge-llm")
+    assert len(extractor_gen.prompts) == 1 and len(judge_gen.prompts) == 1
+
+
+def test_judge_and_template_settings_reach_the_generators(tmp_path):
+    from sustain.eval.config import EvalConfig
+    from sustain.eval.pipeline import Pipeline
+
+    url = "http://127.0.0.1:9/v1"  # never called: building the generators sends nothing
+    cfg = EvalConfig(model="m", backend="openai", base_url=url, tasks=["arith"], limit=2, families=["soft"],
+                     soft_model="extractor", soft_base_url=url, soft_max_new_tokens=2048,
+                     soft_chat_template_kwargs={"enable_thinking": "false"}, judge_model="judge",
+                     judge_max_new_tokens=64, out=str(tmp_path / "run"))
+    soft = Pipeline(cfg).soft
+    assert soft.generator.extra_body == {"chat_template_kwargs": {"enable_thinking": False}}
+    assert soft.judge.extra_body == {} and soft.judge.model == "judge" and "judge" in soft.judge_id
+    assert (soft.sampling.max_new_tokens, soft.judge_sampling.max_new_tokens) == (2048, 64)
+    default = Pipeline(EvalConfig(**{**cfg.__dict__, "judge_model": None, "out": str(tmp_path / "r2")})).soft
+    assert default.judge is default.generator and default.judge_id == default.model_id

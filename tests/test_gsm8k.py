@@ -164,3 +164,40 @@ def test_a_power_tower_cannot_hang_a_worker_thread():
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(math_answers_match, "18", "9^{9^{9}}").result(timeout=30) is False
         assert pool.submit(math_answers_match, "18", "18").result(timeout=30) is True
+
+
+@pytest.mark.parametrize(
+    "gold, output, answer",
+    [
+        # the value of the answer sentence is the end of its equation (SmolLM2-135M-Instruct wrote these)
+        ("16", "The answer is 2 + 14 = 16.", "16"),
+        ("19.25", "The answer is 1.15 * 12.15 = 19.25.\n\nThe final number is 19.25.", "19.25"),
+        ("6000", "The answer is N = 2000 + 4000 = 6000.\n\nSo, John spent $6000 on blue ties.", "6000"),
+        ("42", "The answer is 14 + 28 = 42 hours.", "42"),
+        ("30", "The answer is 30% of 100% = 30, which is the final number.", "30"),
+        ("5", "The answer is 5, because 2 + 3 = 5 and 10 = 2 * 5.", "5"),
+        ("12", "The answer is 12 miles / hour.", "12"),
+        ("19", "The answer is N, which is the final number.\n\nSo, the answer is 19.", "19"),
+        ("8", "So, the answer is 8. The answer is N.", "8"),
+        ("0.75", "The answer is 12/16.", "12/16"),
+        ("20", "The answer is 4 x 5 = 20.", "20"),
+    ],
+)
+def test_the_answer_sentence_gives_its_final_value(gold, output, answer):
+    grade = GSM8KTask().grade(item(gold), output)
+    assert (grade.success, grade.answer, grade.detail["extracted_from"], grade.explicit) == (True, answer, "answer_is", True)
+
+
+def test_a_placeholder_answer_sentence_states_nothing():
+    grade = GSM8KTask().grade(item("2"), "The answer is N = 2N - 2.")
+    assert grade.detail["extracted_from"] == "last_number" and not grade.explicit
+
+
+def test_strict_and_flexible_filters_are_recorded_as_lm_eval_names_them():
+    both = GSM8KTask().grade(item("18"), "9 * 2 = 18. The answer is 18.")
+    strict_only = GSM8KTask().grade(item("18"), "The answer is 18. (Checked with 9 + 9 and 20 - 2 = 19.)")
+    flexible_only = GSM8KTask().grade(item("18"), "She makes 9 * 2 = 18")
+    assert both.detail["filters"] == {"strict-match": True, "flexible-extract": True}
+    assert strict_only.detail["filters"] == {"strict-match": True, "flexible-extract": False} and strict_only.success
+    assert flexible_only.detail["filters"] == {"strict-match": False, "flexible-extract": True}
+    assert flexible_only.success and not flexible_only.explicit  # a guess: solved only when not cut

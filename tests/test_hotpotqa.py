@@ -154,3 +154,67 @@ def test_line_without_context_is_a_user_error(tmp_path):
 def test_bad_f1_threshold_is_a_user_error(threshold):
     with pytest.raises(UserError, match="f1_threshold must be in"):
         HotpotQATask(f1_threshold=threshold)
+
+
+def qa_item(gold: str, question: str) -> Item:
+    return Item(id="x", prompt=question, gold=gold, meta={"question": question})
+
+
+@pytest.mark.parametrize(
+    "question, output, answer, source",
+    [
+        # the forms SmolLM2-135M-Instruct wrote (tests/fixtures/real_outputs)
+        ("Which series?", 'The answer to this question is: "Animorphs"\n\nAnimorphs is a science fantasy series.', "Animorphs", "answer_is"),
+        ("Which city?", 'The answer to the question is: "New York City"', "New York City", "answer_is"),
+        ("Which city?", 'The answer is: "New York City".', "New York City", "answer_is"),
+        ("Which label?", 'The answer to the question is: "S.M. Entertainment"', "S.M. Entertainment", "answer_is"),
+        ("Who?", "Answer: Kaiser. He founded the company in 1939.", "Kaiser", "answer_line"),
+        ("Who?", "Answer: Henry J. Kaiser, because he founded it.", "Henry J. Kaiser", "answer_line"),
+        ("Who?", 'The answer to the question is: "The answer is: Edward Kaiser Jr.', "Edward Kaiser Jr", "answer_is"),
+        ("Who?", "The answer is:\nHenry J. Kaiser", "Henry J. Kaiser", "answer_is"),
+        ("Who?", "Some thought first.\n<answer>Henry J. Kaiser</answer>", "Henry J. Kaiser", "answer_tag"),
+        ("Were they both American?", "No, the answer to the question is not \"Answer: X\".", "no", "leading_yes_no"),
+        ("Were they both American?", "Yes. Both were born in the United States.", "yes", "leading_yes_no"),
+        ("Were they both American?", "No, the answer is yes.", "yes", "answer_is"),  # a marked yes/no wins
+        ("The university was founded in what year?", "The university was founded in 1838.", "1838", "restated"),
+        ("The team played during what timeframe?", "The team played during the 1992–93 season.", "the 1992–93 season", "restated"),
+    ],
+)
+def test_answer_forms_real_models_write(question, output, answer, source):
+    grade = HotpotQATask().grade(qa_item(answer, question), output)
+    assert (grade.answer, grade.detail["extracted_from"], grade.success) == (answer, source, True)
+    assert grade.explicit == (source != "restated")
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        'The answer to the question is: "Answer: X"',  # the instruction's placeholder copied
+        "The answer to the question is: Question:",
+        "The answer to the question is:\n\nThe answer to the question is:",
+        "The Scotch Collie is a landrace breed of dog, and the answer is:",
+    ],
+)
+def test_placeholders_and_empty_markers_are_no_answer(output):
+    grade = HotpotQATask().grade(qa_item("Scotch Collie", "Which dog?"), output)
+    assert (grade.success, grade.answer) == (False, None)
+
+
+def test_a_restatement_that_does_not_fill_the_blank_is_only_the_last_line_guess():
+    question = "Who wrote the film starring Nicolas Cage?"
+    grade = HotpotQATask().grade(qa_item("David Weissman", question), "The Family Man is a 2000 film starring Nicolas Cage.")
+    assert grade.detail["extracted_from"] == "last_line" and not grade.explicit and not grade.success
+
+
+def test_f1_threshold_reaches_the_grader_from_the_config_and_the_cli(tmp_path):
+    from sustain.eval.cli import build_parser, eval_config
+    from sustain.eval.pipeline import Pipeline
+
+    data = need_data(DEV)
+    args = build_parser().parse_args(["eval", "--model", "m", "--tasks", "hotpotqa", "--data", f"hotpotqa={data}",
+                                      "--limit", "1", "--f1-threshold", "0.5", "--out", str(tmp_path / "run")])
+    cfg = eval_config(args)
+    assert cfg.f1_threshold == 0.5 and "f1_threshold" in cfg.identity()
+    assert Pipeline(cfg).tasks["hotpotqa"].f1_threshold == 0.5
+    with pytest.raises(UserError, match="f1_threshold must be in"):
+        Pipeline(type(cfg)(**{**cfg.__dict__, "f1_threshold": 1.5, "out": str(tmp_path / "other")}))

@@ -96,10 +96,11 @@ def test_model_folder_without_weights_is_a_user_error(tmp_path):
 
 
 def test_soft_constraints_through_a_scripted_endpoint(tiny_model, tmp_path):
-    llm = ScriptedLLM(slow_s=3.0)
+    # the planted slow reply never comes within the test; the others have the whole timeout on a loaded machine
+    llm = ScriptedLLM(slow_s=120.0)
     try:
         summary = run_eval(config(tiny_model, tmp_path / "soft", limit=12, k_max=1, families=["hard", "soft"],
-                                  soft_model="scripted-judge", soft_base_url=llm.url, request_timeout_s=1.0,
+                                  soft_model="scripted-judge", soft_base_url=llm.url, request_timeout_s=5.0,
                                   request_retries=0))
     finally:
         llm.close()

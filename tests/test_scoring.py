@@ -33,7 +33,8 @@ def _base(i, ok):
 def _run(i, ok, k=1, cat="length", followed=True):
     return {"task": "arith", "item_id": str(i), "condition": f"hard:k{k}", "family": "hard", "k": k,
             "constraints": [{"category": cat}] * k, "success": ok, "followed_all": followed,
-            "finish_reason": "stop", "answer": "5" if not ok else "7", "gold": "7", "output": "x"}
+            "finish_reason": "stop", "answer": "5" if not ok else "7", "gold": "7",
+            "output": f"The answer is {5 if not ok else 7}."}
 
 
 def test_summary_counts_only_items_solved_at_baseline():

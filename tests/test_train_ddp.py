@@ -17,7 +17,7 @@ def test_sft_with_two_processes(tiny_model, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     assert torchrun.exists() or shutil.which("torchrun"), "torchrun ships with torch"
     out = tmp_path / "run"
-    # NOTES-stack.md: `accelerate launch --cpu --num_processes 2` starts one process; torchrun starts two
+    # on a CPU machine `accelerate launch --cpu --num_processes 2` starts one process; torchrun starts two
     launcher = [str(torchrun), "--nproc_per_node", "2", "--master_port", "29517"]
     run_training("sustain.train.sft", "sft.yaml", tiny_model, out, SFT_FLAGS, train_env(tmp_path), launcher=launcher)
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())

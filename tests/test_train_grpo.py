@@ -32,10 +32,13 @@ def test_mined_prompts_carry_constraints_the_policys_own_output_satisfies():
 
     task = get_task("arith")
     items = task.load("train", 12)
-    outputs = [it.meta["solution"] for it in items]  # a policy that solves every item
-    outputs[0] = "I do not know."  # ... except the first
+    from sustain.eval.generators import Generation
+
+    outputs = [Generation(it.meta["solution"], "stop", 0) for it in items]  # a policy that solves every item
+    outputs[0] = Generation("I do not know.", "stop", 0)  # ... except the first
+    outputs[1] = Generation(f"We add and get {items[1].gold}", "length", 0)  # ... and a guess cut at the limit
     rows = mine_rows(task, items, outputs, k=2, seed=0)
-    assert rows and all(r["item_id"] != items[0].id for r in rows)
+    assert rows and all(r["item_id"] not in (items[0].id, items[1].id) for r in rows)
     for row in rows:
         item = next(it for it in items if it.id == row["item_id"])
         chosen = parse_constraints(row["constraints"])

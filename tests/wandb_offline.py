@@ -53,7 +53,7 @@ def _parsed(path: Path) -> list:
     return records
 
 
-def history(run_dir: str | Path, timeout: float = 180.0) -> list[dict]:
+def history(run_dir: str | Path, timeout: float = 600.0) -> list[dict]:
     """Every logged row of an offline run folder (…/wandb/offline-run-*) as {key: value}.
 
     wandb-core writes the file in its own process, which may still be flushing after run.finish()

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from sustain.eval.checkpoints import checkpoint_dirs, checkpoint_step
 from sustain.eval.errors import UserError, argument_parser
 from sustain.eval.records import write_json_atomic
 from sustain.eval.run_files import read_json_file
@@ -54,10 +55,6 @@ MAX_TABLE_OUTPUT = 2000  # characters of each failure example kept in the W&B ta
 
 def eval_root(output_dir: str | Path) -> Path:
     return Path(output_dir) / "eval"
-
-
-def checkpoint_step(path: Path) -> int:
-    return int(path.name.rsplit("-", 1)[1])
 
 
 def checkpoint_problem(folder: Path) -> str | None:
@@ -107,8 +104,7 @@ class SustainEvalCallback(TrainerCallback):
 
     def finish_interrupted(self, output_dir: str) -> None:
         """A kill during a checkpoint's inline eval: no on_save comes again for it, so resume it now."""
-        saved = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit()]
-        for checkpoint in sorted(saved, key=checkpoint_step):
+        for checkpoint in checkpoint_dirs(output_dir):
             out = eval_root(output_dir) / checkpoint.name
             if not (out / SUMMARY).exists() and checkpoint_problem(checkpoint) is None:
                 self.evaluate(checkpoint, out)
@@ -137,7 +133,7 @@ class SustainEvalCallback(TrainerCallback):
         if self.cfg.eval_mode == "none" or not state.is_world_process_zero:
             return
         log_finished(args.output_dir)
-        pending = [d.name for d in eval_root(args.output_dir).glob("checkpoint-*") if not (d / SUMMARY).exists()]
+        pending = [d.name for d in checkpoint_dirs(eval_root(args.output_dir)) if not (d / SUMMARY).exists()]
         if pending and self.cfg.eval_mode == "sbatch":
             print(f"{len(pending)} checkpoint eval(s) still running ({', '.join(sorted(pending))}); when they finish, "
                   f"`sustain sync {args.output_dir}` logs them to this W&B run", file=sys.stderr)
@@ -280,7 +276,7 @@ def log_finished(output_dir: str | Path, run=None) -> list[int]:
         return []
     _define_metrics(run)
     logged_steps = []
-    for out in sorted(eval_root(output_dir).glob("checkpoint-*"), key=checkpoint_step):
+    for out in checkpoint_dirs(eval_root(output_dir)):
         summary_path, marker = out / SUMMARY, out / LOGGED
         if not summary_path.exists():
             continue

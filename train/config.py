@@ -6,7 +6,7 @@ a traceback from HfArgumentParser; here both are one-line UserErrors naming the 
 valid keys, and where the full list is (`--help`).
 
 On a machine without CUDA the recipe is run on the CPU with bf16 and gradient checkpointing off
-(see NOTES-stack.md); a one-line warning says which recipe values were changed.
+(TRL turns both on by default); a one-line warning says which recipe values were changed.
 """
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Sequence
 
 from sustain.eval.errors import UserError, run_entry
+from sustain.eval.generators import DEFAULT_BACKEND
+from sustain.eval.generators.gguf import converted_folder, gguf_file
+from sustain.eval.tasks import DEFAULT_TASK, TASKS
 
 EVAL_MODES = ("none", "inline", "sbatch")
 # gradient_checkpointing is transformers' deprecated alias of activation_checkpointing: set both.
@@ -33,21 +36,21 @@ CPU_OVERRIDES = {
 
 @dataclass
 class DataArguments:
-    """What to train on. `dataset` is a task name (arith, gsm8k), a hub name or a local JSONL file."""
+    """What to train on. `dataset` is an eval task (a name or module:Class), a hub name or a local JSONL file."""
 
     dataset: str = field(
-        default="arith",
-        metadata={"help": "arith | gsm8k | open-r1/OpenR1-Math-220k | simplescaling/s1K-1.1 | path/to/file.jsonl"},
+        default=DEFAULT_TASK,
+        metadata={"help": f"{' | '.join(TASKS)} | module:Class | open-r1/OpenR1-Math-220k | simplescaling/s1K-1.1 | path/to/file.jsonl"},
     )
     dataset_path: str | None = field(
         default=None, metadata={"help": "local file or folder for a task or hub-named set (offline machines)"}
     )
     dataset_split: str = "train"
     dataset_limit: int | None = field(default=None, metadata={"help": "keep the first N rows"})
-    dataset_size: int = field(default=2000, metadata={"help": "rows to generate for synthetic tasks (arith)"})
+    dataset_size: int = field(default=2000, metadata={"help": "rows to generate for synthetic tasks"})
     dataset_seed: int = 0
     instruction_rate: float = field(
-        default=0.0, metadata={"help": "arith: fraction of prompts carrying a self-evident instruction"}
+        default=0.0, metadata={"help": "synthetic tasks: fraction of prompts carrying a self-evident instruction"}
     )
     task_options: list[str] = field(
         default_factory=list, metadata={"help": "task constructor options as key=value, e.g. digits=2 ops=+"}
@@ -63,15 +66,15 @@ class EvalArguments:
     """The per-checkpoint SustainScore eval (train/callbacks.py)."""
 
     eval_mode: str = field(default="none", metadata={"help": "none | inline | sbatch"})
-    eval_tasks: list[str] = field(default_factory=lambda: ["arith"])
+    eval_tasks: list[str] = field(default_factory=lambda: [DEFAULT_TASK])
     eval_limit: int | None = field(default=50, metadata={"help": "items per task (the eval's item budget)"})
     eval_k_max: int = 1
     eval_families: list[str] = field(default_factory=lambda: ["hard"])
-    eval_max_new_tokens: int = 256
+    eval_max_new_tokens: int = 4096
     eval_batch_size: int = 16
     eval_attention: bool = False
     eval_seed: int = 0
-    eval_backend: str = "hf"
+    eval_backend: str = DEFAULT_BACKEND
     eval_data: list[str] = field(default_factory=list, metadata={"help": "task=path entries for local eval data"})
     eval_slurm_script: str = "slurm/eval.slurm"
     eval_sbatch_args: list[str] = field(default_factory=list, metadata={"help": "extra sbatch flags"})
@@ -209,11 +212,15 @@ def _check(script_args, model_args) -> None:
         raise UserError(f"eval_limit must be >= 0, got {script_args.eval_limit}", "set eval_limit to 0 or more, or null for all items")
     for entry in [*script_args.eval_data, *script_args.task_options]:
         if "=" not in entry:
-            raise UserError(f"expected key=value, got {entry!r}", "write e.g. gsm8k=/data/gsm8k/test.jsonl")
-    # A PEFT adapter stores its base model path as given: make local paths absolute (NOTES-stack.md).
+            raise UserError(f"expected key=value, got {entry!r}", "write e.g. TASK=/data/test.jsonl")
+    # A PEFT adapter stores its base model path as given: make local paths absolute.
     local = Path(model_args.model_name_or_path).expanduser()
     if local.exists():
         model_args.model_name_or_path = str(local.resolve())
+    # A .gguf base trains from its dequantised safetensors folder, so checkpoints are ordinary ones.
+    gguf = gguf_file(model_args.model_name_or_path)
+    if gguf is not None:
+        model_args.model_name_or_path = str(converted_folder(gguf))
 
 
 def _check_value_types(values: dict, dataclass_types, where: str) -> None:

@@ -15,33 +15,33 @@ a restart or the other ranks read the same prompts instead of generating again.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from sustain.eval.errors import UserError
 from sustain.eval.records import RecordStore
+from sustain.eval.seeds import stable_seed
 
 from sustain.train.config import GRPOScriptArguments, key_values
 
 CACHE = "constraint_prompts.jsonl"
 
 
-def _seed(*parts) -> int:
-    return int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:8], 16)
+def mine_rows(task, items, generations: list, k: int, seed: int) -> list[dict]:
+    """Rows for the items the policy solved and that yield k compatible self-evident constraints.
 
-
-def mine_rows(task, items, outputs: list[str], k: int, seed: int) -> list[dict]:
-    """Rows for the items the policy solved and that yield k compatible self-evident constraints."""
+    generations: the policy's Generation per item (an output cut at the token limit is solved only
+    when it states its answer, as in the eval)."""
     from sustain.eval import constraints as C
 
     rows = []
-    for item, output, grade in zip(items, outputs, task.grade_many(items, outputs)):
+    for item, gen, grade in zip(items, generations, task.grade_generations(items, generations)):
+        output = gen.text
         if not grade.success:
             continue
         # the gold answer must not leak into a constraint (e.g. "include the word 68")
         kept = C.kept_constraints(C.extract_hard(item.prompt, output, seed=seed, avoid=[str(item.gold)]))
-        chosen = C.choose_constraints(kept, k, _seed(seed, task.name, item.id, k))
+        chosen = C.choose_constraints(kept, k, stable_seed(seed, task.name, item.id, k))
         if not chosen:
             continue
         rows.append({
@@ -56,10 +56,11 @@ def mine_rows(task, items, outputs: list[str], k: int, seed: int) -> list[dict]:
 
 def build(args: GRPOScriptArguments, policy: str) -> list[dict]:
     """Generate with the base policy and mine constraint-augmented rows (see module docstring)."""
-    from sustain.eval.generators import SamplingConfig, make_generator
+    from sustain.eval.generators import DEFAULT_BACKEND, SamplingConfig, make_generator
+    from sustain.eval.registry import is_spec
     from sustain.eval.tasks import TASKS, get_task
 
-    if args.dataset not in TASKS:
+    if args.dataset not in TASKS and not is_spec(args.dataset):
         raise UserError(f"constraint_prompts needs a task dataset, got {args.dataset!r}",
                         f"set dataset to one of: {', '.join(sorted(TASKS))}")
     options = key_values(args.task_options)
@@ -67,13 +68,14 @@ def build(args: GRPOScriptArguments, policy: str) -> list[dict]:
         options["data"] = args.dataset_path
     task = get_task(args.dataset, **options)
     items = task.load(args.dataset_split, args.constraint_pool)
-    generator = make_generator("hf", model=policy)
+    generator = make_generator(DEFAULT_BACKEND, model=policy)  # the policy's weights, in this process
     try:
-        sampling = SamplingConfig(max_new_tokens=args.constraint_max_new_tokens, seed=args.constraint_seed)
-        outputs = [g.text for g in generator.generate([task.messages(it) for it in items], sampling)]
+        sampling = SamplingConfig(max_new_tokens=args.constraint_max_new_tokens, seed=args.constraint_seed,
+                                  stop=list(task.stop))
+        generations = generator.generate([task.messages(it) for it in items], sampling)
     finally:
         generator.close()
-    rows = mine_rows(task, items, outputs, args.constraint_k, args.constraint_seed)
+    rows = mine_rows(task, items, generations, args.constraint_k, args.constraint_seed)
     if not rows:
         raise UserError(
             f"the base policy yielded no constraint-augmented prompts from {len(items)} {args.dataset} items "

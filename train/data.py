@@ -1,8 +1,9 @@
 """Training data: TRL-ready conversational rows for SFT (prompt + completion) and GRPO (prompt + gold columns).
 
 Sources (`dataset` in the recipe):
-- `arith`: the synthetic task's train rows with worked solutions (eval/tasks/arith.py).
-- any other eval task (`gsm8k`, ...): its train split; SFT trains on the worked solution, GRPO gets
+- a synthetic eval task (one that declares generates_train_rows, e.g. the default task): rows it
+  generates with worked solutions.
+- any other eval task (a registry name or a module:Class spec): its train split; SFT trains on the worked solution, GRPO gets
   the task's own prompt and the gold answer as the `answer` column, which TRL hands to the rewards.
 - long chain-of-thought sets by hub name (open-r1/OpenR1-Math-220k, simplescaling/s1K-1.1) or a
   local JSONL with `question` and `solution` (and optionally `gold_answer`), e.g. the LIMO traces
@@ -16,7 +17,8 @@ import re
 from dataclasses import dataclass
 
 from sustain.eval.errors import UserError
-from sustain.eval.tasks import TASKS, get_task
+from sustain.eval.registry import is_spec
+from sustain.eval.tasks import TASKS, get_task, task_class
 from sustain.eval.tasks.base import load_rows, looks_like_local_path
 
 from sustain.train.config import DataArguments, key_values
@@ -56,9 +58,9 @@ def sft_dataset(args: DataArguments):
 
 def grpo_dataset(args: DataArguments):
     """A datasets.Dataset with a conversational `prompt` and the gold `answer` for the rewards."""
-    if args.dataset == "arith":
-        rows = [{"prompt": r["prompt"], "answer": r["answer"]} for r in _arith_rows(args)]
-    elif args.dataset in TASKS:
+    if _synthetic(args.dataset):
+        rows = [{"prompt": r["prompt"], "answer": r["answer"]} for r in _generated_rows(args)]
+    elif _is_task(args.dataset):
         task, items = task_items(args)
         rows = [{"prompt": task.messages(it), "answer": str(it.gold)} for it in items]
     else:
@@ -85,18 +87,26 @@ def task_items(args: DataArguments):
 # ---------------------------------------------------------------- sources
 
 
-def _arith_rows(args: DataArguments) -> list[dict]:
-    task = get_task("arith", **key_values(args.task_options))
+def _is_task(name: str) -> bool:
+    return name in TASKS or is_spec(name)
+
+
+def _synthetic(name: str) -> bool:
+    return _is_task(name) and task_class(name).generates_train_rows
+
+
+def _generated_rows(args: DataArguments) -> list[dict]:
+    task = get_task(args.dataset, **key_values(args.task_options))
     return task.train_rows(args.dataset_size, seed=args.dataset_seed, instruction_rate=args.instruction_rate)
 
 
 def _sft_rows(args: DataArguments) -> list[dict]:
-    if args.dataset == "arith":
+    if _synthetic(args.dataset):
         return [
             {"prompt": r["prompt"], "completion": [_assistant(r["completion"][0]["content"], args.think_format)]}
-            for r in _arith_rows(args)
+            for r in _generated_rows(args)
         ]
-    if args.dataset in TASKS:
+    if _is_task(args.dataset):
         task, items = task_items(args)
         rows = []
         for it in items:

@@ -70,7 +70,7 @@ PARADIGMS = (
 )
 
 NOTES = """\
-**What this demo is.** A ~0.5M-parameter Llama-style model, built offline on `arith` (two-digit addition
+**What this demo is.** A ~0.5M-parameter Llama-style model, built offline on the synthetic arithmetic task (two-digit addition
 word problems with a one-line worked solution), pretrained with 30% of its prompts carrying a
 self-evident instruction of 4 of 8 IFEval-style types (word and sentence limits, a forbidden word), in
 the pool's own wordings, never the eval's. It is then post-trained three ways from that same base: SFT
@@ -306,7 +306,7 @@ def run_demo(out: Path, quick: bool = False) -> Path:
 
     display = Display(total=3 + len(PARADIGMS))
     display.console.print(f"sustain-suite demo{' (quick)' if quick else ''} -> {out}  (W&B: {os.environ['WANDB_MODE']})")
-    with display.stage("base model", "tiny Llama pretrained on arith, 30% of prompts with an instruction of 4 of 8 types"
+    with display.stage("base model", "tiny Llama pretrained on two-digit sums, 30% of prompts with an instruction of 4 of 8 types"
                        if not quick else "the test suite's default tiny model") as status:
         base = build_base(quick, status)
         display.console.print(f"model: {base}")

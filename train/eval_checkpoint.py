@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sustain.eval.checkpoints import checkpoint_dirs
 from sustain.eval.errors import UserError, argument_parser
 
-from sustain.train.callbacks import SUMMARY, SustainEvalCallback, checkpoint_step, eval_root
+from sustain.train.callbacks import SUMMARY, SustainEvalCallback, eval_root
 from sustain.train.config import run_main
 
 EVAL_ONLY_FIX = "pass the recipe the run was trained with (its eval_* keys set the eval)"
@@ -29,8 +30,7 @@ def run_checkpoints(output_dir: str | Path) -> list[Path]:
     root = Path(output_dir)
     if not root.is_dir():
         raise UserError(f"training output_dir {root} does not exist", "pass the output_dir of a started run")
-    found = [p for p in root.glob("checkpoint-*") if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit()]
-    return sorted(found, key=checkpoint_step)
+    return checkpoint_dirs(root)
 
 
 def eval_callback(recipe: str) -> SustainEvalCallback:

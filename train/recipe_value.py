@@ -5,9 +5,9 @@
     sustain recipe-value write [--set KEY=VALUE ...] SRC RUN_DIR [SRC RUN_DIR ...]
 
 `write` is the comparison driver's: it writes RUN_DIR/recipe.yaml, the recipe SRC with the overrides
-(`--set NAME:KEY=VALUE` only in the run whose folder is named NAME) and `output_dir: RUN_DIR`, validates it (unknown keys and bad values fail here, before anything is
-queued), checks that the recipes agree on their eval settings (else the curves are not comparable),
-and prints one line per recipe: "KIND SAVES", SAVES being how many checkpoints the run leaves in
+(`--set NAME:KEY=VALUE` only in the run whose folder is named NAME) and `output_dir: RUN_DIR`, validates
+it (unknown keys and bad values fail here, before anything is queued), checks that the recipes agree on
+their eval settings (else the curves are not comparable), and prints one line per recipe: "KIND SAVES", SAVES being how many checkpoints the run leaves in
 RUN_DIR (0 when that depends on the data size).
 A recipe does not name its trainer: its keys do (reward_funcs is GRPO-only, max_length SFT-only);
 write `sft:PATH` or `grpo:PATH` where a recipe parses as both.

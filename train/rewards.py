@@ -19,7 +19,7 @@ from typing import Callable
 
 from sustain.eval.errors import UserError
 from sustain.eval.tasks.answers import extract_math_answer, math_answers_match, parse_math
-from sustain.eval.tasks.base import THINK_RE, strip_reasoning
+from sustain.eval.tasks.reasoning import remove_reasoning, strip_reasoning
 
 THINK_FORMAT_RE = re.compile(r"^\s*<think>(?!.*<think>).+?</think>\s*\S", re.DOTALL)
 ANSWER_FORMAT_RE = re.compile(r"the answer is\s*:?\s*\S", re.IGNORECASE)
@@ -74,7 +74,7 @@ def code(completions, tests, entry_point, code_prompt=None, **_) -> list[float]:
 
     programs = []
     for i, text in enumerate(_texts(completions)):
-        text = THINK_RE.sub("", text)  # not strip_reasoning: a bare body keeps its indentation
+        text = remove_reasoning(text)  # not strip_reasoning: a bare body keeps its indentation
         blocks = CODE_BLOCK_RE.findall(text)
         body = blocks[-1] if blocks else text
         prefix = code_prompt[i] if code_prompt is not None and code_prompt[i] else ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from sustain.eval.checkpoints import checkpoint_dirs
 from sustain.eval.errors import UserError
 
 from sustain.train.callbacks import SustainEvalCallback, checkpoint_problem, resume_wandb_run
@@ -22,14 +23,7 @@ def last_checkpoint(output_dir: str) -> str | None:
 
     (transformers' get_last_checkpoint takes the highest N even when its save was interrupted.)
     """
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-    root = Path(output_dir)
-    if not root.is_dir():
-        return None
-    steps = sorted((int(p.name.rsplit("-", 1)[1]), p) for p in root.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-                   if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit())
-    for _, folder in reversed(steps):
+    for folder in reversed(checkpoint_dirs(output_dir)):
         problem = checkpoint_problem(folder)
         if problem is None:
             return str(folder)

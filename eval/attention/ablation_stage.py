@@ -6,6 +6,11 @@ As a control, each SOLVED one is regenerated with it scaled UP (`control_factor`
 Records go to ablation.jsonl keyed by (task, item, "<condition>|down" or "|up"); resumable like every
 stage. The settings are stored in each record and a rerun with other settings is refused, so the
 summary never mixes settings.
+
+The control: every regenerated generation is also regenerated with factor = 1 ("|control"), in the
+same layout as the ablated run (one unpadded sequence, the scaling wrapper in place with a zero
+bias). The originals ran in padded batches, so some flips come from regenerating alone; recovered
+and broken are reported net of the control's flips (paired per generation, interval over items).
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from sustain.eval.config import EvalConfig
 from sustain.eval.errors import UserError
 from sustain.eval.generators import SamplingConfig
 from sustain.eval.records import RecordStore, record_key, write_json_atomic
-from sustain.eval.scoring import grouped, proportion
+from sustain.eval.scoring import cluster_bootstrap, grouped, proportion
 
 RECORDS = "ablation.jsonl"
 SUMMARY = "ablation_summary.json"
@@ -62,7 +67,7 @@ class AblationSettings:
 
     def stored(self, direction: str) -> dict:
         """What a record of `direction` was made with (limit only picks records, it changes none)."""
-        factor = self.control_factor if direction == "up" else self.factor
+        factor = {"up": self.control_factor, "down": self.factor, "control": 1.0}[direction]
         return {"factor": factor, "layers": list(self.layers) if self.layers is not None else None,
                 "after_step": self.after_step}
 
@@ -73,7 +78,8 @@ def _jobs(constrained: list[dict], settings: AblationSettings) -> list[tuple[dic
         jobs[settings.direction(bool(r["success"]))[0]].append(r)
     if settings.limit is not None:
         jobs = {d: rs[: settings.limit] for d, rs in jobs.items()}
-    return [(r, d) for d in ("down", "up") for r in jobs[d]]
+    # each ablated generation has its factor = 1 control, made the same way
+    return [(r, d) for d in ("down", "up") for r in jobs[d]] + [(r, "control") for d in ("down", "up") for r in jobs[d]]
 
 
 def _check_settings(store: RecordStore, settings: AblationSettings) -> None:
@@ -107,10 +113,12 @@ def _regenerate(generator, constrained: dict, factor: float, settings: AblationS
 def summarise_ablation(records: list[dict], settings: AblationSettings, seed: int = 0) -> dict:
     """recovered: failed generations that succeed with less attention on the constraint; broken: solved ones
     that fail with more. Each a proportion {value, lo, hi, n} (runs of one item clustered)."""
-    down = [r for r in records if r["direction"] == "down"]
-    up = [r for r in records if r["direction"] == "up"]
-
-    def scores(down: list[dict], up: list[dict]) -> dict:
+    def scores(rs: list[dict]) -> dict:
+        down = [r for r in rs if r["direction"] == "down"]
+        up = [r for r in rs if r["direction"] == "up"]
+        control = {(r["task"], str(r["item_id"]), r["base_condition"]): r for r in rs if r["direction"] == "control"}
+        same_failed = [r for r in control.values() if not r["original_success"]]
+        same_solved = [r for r in control.values() if r["original_success"]]
         return {
             "recovered": proportion(down, lambda r: r["success"], "no failed constrained generations", seed),
             # recovered AND still following the constraint: the model did not just drop it
@@ -118,17 +126,40 @@ def summarise_ablation(records: list[dict], settings: AblationSettings, seed: in
                                               else r["success"] and r["followed_all"],
                                               "no failed generations with hard constraints", seed),
             "broken": proportion(up, lambda r: not r["success"], "no solved constrained generations", seed),
+            # factor = 1: flips from regenerating alone (layout, numerics), and the scores net of them
+            "control_recovered": proportion(same_failed, lambda r: r["success"], "no factor-1 control of failed generations", seed),
+            "control_broken": proportion(same_solved, lambda r: not r["success"], "no factor-1 control of solved generations", seed),
+            "recovered_net": net_of_control(down, control, lambda r: r["success"], seed),
+            "broken_net": net_of_control(up, control, lambda r: not r["success"], seed),
         }
 
     by_task = sorted({r["task"] for r in records})
     return {
-        **scores(down, up),
-        "by_task": {t: scores([r for r in down if r["task"] == t], [r for r in up if r["task"] == t]) for t in by_task},
-        "by_condition": grouped(records, lambda r: [r["base_condition"]],
-                                lambda rs: scores([r for r in rs if r["direction"] == "down"],
-                                                  [r for r in rs if r["direction"] == "up"])),
+        **scores(records),
+        "by_task": {t: scores([r for r in records if r["task"] == t]) for t in by_task},
+        "by_condition": grouped(records, lambda r: [r["base_condition"]], scores),
         "settings": {**asdict(settings), "layers": list(settings.layers) if settings.layers is not None else None},
     }
+
+
+def net_of_control(ablated: list[dict], control: dict, flipped, seed: int = 0) -> dict:
+    """Mean over ablated generations of flipped(ablated) - flipped(its factor-1 control), with a 95%
+    interval resampling items; generations whose control is missing are left out and counted."""
+    by_item: dict[tuple, list[int]] = {}
+    missing = 0
+    for r in ablated:
+        twin = control.get((r["task"], str(r["item_id"]), r["base_condition"]))
+        if twin is None:
+            missing += 1
+            continue
+        by_item.setdefault((r["task"], str(r["item_id"])), []).append(int(bool(flipped(r))) - int(bool(flipped(twin))))
+    n = sum(len(v) for v in by_item.values())
+    if n == 0:
+        return {"value": None, "lo": None, "hi": None, "n": 0, "missing_control": missing,
+                "reason": "no ablated generation with its factor-1 control"}
+    lo, hi = cluster_bootstrap(by_item, seed)  # one item: a point interval, and "items" says so
+    return {"value": sum(map(sum, by_item.values())) / n, "lo": lo, "hi": hi, "n": n, "items": len(by_item),
+            "missing_control": missing, "interval": "cluster-bootstrap"}
 
 
 def run_ablation_stage(run_folder: str | Path, generator=None, settings: AblationSettings | None = None) -> dict:
@@ -161,7 +192,7 @@ def run_ablation_stage(run_folder: str | Path, generator=None, settings: Ablatio
 
 def _run_chunk(jobs, generator, items, tasks, settings: AblationSettings, cfg: EvalConfig) -> list[dict]:
     picked = []
-    for constrained, direction in jobs:
+    for constrained, _direction in jobs:
         item = items[constrained["task"]].get(str(constrained["item_id"]))
         if item is None:
             raise UserError(
@@ -171,9 +202,9 @@ def _run_chunk(jobs, generator, items, tasks, settings: AblationSettings, cfg: E
         picked.append(item)
     gens = [_regenerate(generator, r, settings.stored(d)["factor"], settings, cfg) for r, d in jobs]
     grades = [None] * len(jobs)
-    for name, task in tasks.items():  # one grade_many per task: code tasks share their sandbox workers
+    for name, task in tasks.items():  # one grading call per task: code tasks share their sandbox workers
         idx = [i for i, (r, _) in enumerate(jobs) if r["task"] == name]
-        for i, grade in zip(idx, task.grade_many([picked[i] for i in idx], [gens[i].text for i in idx])):
+        for i, grade in zip(idx, task.grade_generations([picked[i] for i in idx], [gens[i] for i in idx])):
             grades[i] = grade
     return [
         {

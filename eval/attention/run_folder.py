@@ -9,9 +9,8 @@ from sustain.eval.attention.span import TokenSpan, constraint_char_span, token_s
 from sustain.eval.config import EvalConfig, from_dict
 from sustain.eval.errors import UserError
 from sustain.eval.run_files import read_run_json, records
-from sustain.eval.tasks import Task, get_task
-
-LOCAL_BACKENDS = ("hf", "vllm")  # backends whose weights transformers can load here
+from sustain.eval.generators import backend_class
+from sustain.eval.tasks import Task, open_task
 
 
 def run_config(run_folder: str | Path) -> EvalConfig:
@@ -27,10 +26,10 @@ def run_config(run_folder: str | Path) -> EvalConfig:
 
 
 def refuse_remote(cfg: EvalConfig, run_folder: str | Path) -> None:
-    if cfg.backend not in LOCAL_BACKENDS:
+    if not backend_class(cfg.backend).local_weights:
         raise UserError(
             f"run {run_folder} used the {cfg.backend!r} backend: attention needs the model's weights in this process",
-            "evaluate a local checkpoint with --backend hf to analyse attention",
+            "evaluate a local checkpoint with a backend that loads its weights (e.g. the default) to analyse attention",
         )
 
 
@@ -57,14 +56,8 @@ def constrained_records(run_folder: str | Path) -> list[dict]:
 
 
 def open_tasks(cfg: EvalConfig, task_names: set[str]) -> dict[str, Task]:
-    """The run's tasks built as the pipeline built them (data path, sandbox workers); close them after use."""
-    tasks = {}
-    for name in sorted(task_names):
-        options = {"data": cfg.data[name]} if name in cfg.data else {}
-        if name == "humaneval":
-            options["sandbox_workers"] = cfg.sandbox_workers
-        tasks[name] = get_task(name, **options)
-    return tasks
+    """The run's tasks built as the pipeline built them (data path, sandbox settings); close them after use."""
+    return {name: open_task(name, cfg) for name in sorted(task_names)}
 
 
 def _message_starts(prompt: str, messages: list[dict]) -> list[int] | None:

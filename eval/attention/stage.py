@@ -13,6 +13,7 @@ import torch
 
 from sustain.eval.attention.aggregate import summarise_attention
 from sustain.eval.attention.reduce import span_attention_ids
+from sustain.eval.attention.strata import HEADLINE_METRIC, composition_safe_gaps
 from sustain.eval.attention.run_folder import constrained_records, local_generator, prompt_span, refuse_remote, run_config
 from sustain.eval.errors import UserError
 from sustain.eval.records import RecordStore, record_key, write_json_atomic
@@ -70,23 +71,27 @@ def _check_layer_range(model, layers: list[int] | None) -> None:
 
 
 def attention_summary(records: list[dict], run_folder: Path, layers: list[int] | None) -> dict:
-    """summarise_attention over failed vs solved generations, plus the headline "gap" {value, lo, hi, n}
-    (failed minus solved mean attention per generation) that reports plot over training steps."""
+    """summarise_attention over failed vs solved generations (curves, plots), plus the headline "gap"
+    {value, lo, hi, n} that reports plot over training steps: the failed-minus-solved share of visible
+    context, within strata of task x family x k, weighted (see strata.py). The pooled raw-mass gap is kept
+    under "pooled_raw" for reference only: composition alone can produce it."""
     summary = summarise_attention(records, plot_dir=run_folder / PLOTS)
     summary["plots"] = [str(Path(p).relative_to(run_folder)) for p in summary.get("plots", [])]
     overall = summary["groups"]["all"]
     gap = overall["gap"]
-    summary["gap"] = {
-        "value": gap["value"],
-        "lo": gap["low"],
-        "hi": gap["high"],
-        "n": overall["n"]["failed"] + overall["n"]["solved"],
-        "n_failed": overall["n"]["failed"],
-        "n_solved": overall["n"]["solved"],
+    summary["pooled_raw"] = {
+        "value": gap["value"], "lo": gap["low"], "hi": gap["high"],
+        "n_failed": overall["n"]["failed"], "n_solved": overall["n"]["solved"],
+        "mann_whitney": overall["mann_whitney"], "reason": gap["reason"],
+        "note": "raw mass pooled over tasks, families and k; not a headline (span and context lengths differ by stratum)",
     }
-    if gap["reason"]:
-        summary["gap"]["reason"] = gap["reason"]
-    summary["mann_whitney"] = overall["mann_whitney"]
+    safe = composition_safe_gaps(records)
+    summary.update(safe)
+    headline = safe["stratified"][HEADLINE_METRIC]
+    summary["gap"] = {k: headline[k] for k in ("value", "lo", "hi", "n", "n_failed", "n_solved", "n_strata")}
+    summary["gap"].update(metric=HEADLINE_METRIC, method="stratified", weights=headline["weights"])
+    if headline.get("reason"):
+        summary["gap"]["reason"] = headline["reason"]
     summary["layers"] = layers
     return summary
 

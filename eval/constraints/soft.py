@@ -8,6 +8,13 @@ recorded as error "unparseable", never raised. A generator UserError (timeout, u
 recorded per call as error "timeout" / "generator error"; after `max_consecutive_errors` failed
 calls in a row the endpoint is taken to be down and a UserError is raised. Completions are cached
 on disk by (model id, prompt, sampling), errors are not, so a rerun only redoes failed calls.
+
+Guards: every proposed constraint goes through the code-level leak check (leak.py) before it is
+judged, and a leaking one is kept as a record with rejected="leak" and the reasons; the judge may be
+a different model than the extractor (default: the same), and each soft record names both; a reply
+that is empty once <think> traces are stripped (a thinking model that spent its budget thinking) is
+recorded as error "empty", distinct from "unparseable". Nothing is dropped silently: every reply
+becomes a record that the summary counts (soft_summary.py).
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ from json_repair import repair_json
 
 from sustain.eval.constraints.base import CATEGORIES, Constraint, candidate, soft_id
 from sustain.eval.constraints.cache import LLMCache, cache_key
+from sustain.eval.constraints.leak import leak_reasons, leak_terms
 from sustain.eval.errors import UserError
 from sustain.eval.generators.base import Generator, SamplingConfig
 from sustain.eval.tasks.base import strip_reasoning
@@ -85,14 +93,27 @@ def classify_error(exc: UserError) -> str:
     return "timeout" if re.search(r"time(d)?[ -]?out", str(exc), flags=re.IGNORECASE) else "generator error"
 
 
+def _model_id(generator: Generator) -> str:
+    return generator.model_id or type(generator).__name__
+
+
+def reply_error(text: str) -> str:
+    """Why a reply yielded nothing: "empty" when nothing is left outside <think> traces, else "unparseable"."""
+    return "empty" if not strip_reasoning(text or "") else "unparseable"
+
+
 class SoftExtractor:
-    """Soft-constraint extraction and judging through one LLM, with an on-disk call cache."""
+    """Soft-constraint extraction (one LLM) and judging (the same LLM, or `judge`), with an on-disk call cache."""
 
     def __init__(self, generator: Generator, cache_dir: str | Path, sampling: SamplingConfig | None = None,
-                 max_consecutive_errors: int = 3):
+                 max_consecutive_errors: int = 3, judge: Generator | None = None,
+                 judge_sampling: SamplingConfig | None = None):
         self.generator = generator
-        self.model_id = generator.model_id or type(generator).__name__
+        self.judge = judge or generator
+        self.model_id = _model_id(generator)
+        self.judge_id = _model_id(self.judge)
         self.sampling = sampling or SamplingConfig(max_new_tokens=1024, temperature=0.0)
+        self.judge_sampling = judge_sampling or self.sampling
         self.cache = LLMCache(cache_dir)
         self.max_consecutive_errors = max_consecutive_errors
         self.calls = 0  # prompts sent to the generator (cache hits excluded)
@@ -105,27 +126,33 @@ class SoftExtractor:
         """Candidate records (see base.candidate) for one solved output; self-evident ones are kept."""
         return self.extract_many([(question, output)])[0]
 
-    def extract_many(self, pairs: list[tuple[str, str]]) -> list[list[dict]]:
-        """extract() for many items, with the LLM calls of each step batched."""
+    def extract_many(self, pairs: list[tuple[str, str]], hidden: list[dict] | None = None) -> list[list[dict]]:
+        """extract() for many items, with the LLM calls of each step batched.
+
+        hidden: per item, what the task keeps secret (Task.hidden_answer): constraints that contain
+        any of it are rejected by the leak check, never judged or used."""
         visible = [strip_reasoning(out) for _, out in pairs]
-        replies = self._complete([self._extract_prompt.substitute(question=q, output=o) for (q, _), o in zip(pairs, visible)])
-        proposals: list[list[Any]] = []  # per item: Constraint or a finished error record
-        for reply in replies:
+        terms = [leak_terms(h) for h in (hidden or [{} for _ in pairs])]
+        replies = self._complete([self._extract_prompt.substitute(question=q, output=o) for (q, _), o in zip(pairs, visible)],
+                                 self.generator, self.model_id, self.sampling)
+        proposals: list[list[Any]] = []  # per item: Constraint or a finished record
+        for reply, item_terms in zip(replies, terms):
             if isinstance(reply, dict):
-                proposals.append([candidate(None, None, "llm", **reply)])
+                proposals.append([self._record(None, None, **reply)])
                 continue
             items = parse_constraint_list(parse_json_reply(reply))
             if not items:
-                proposals.append([candidate(None, None, "llm", error="unparseable", raw=reply[:500])])
+                proposals.append([self._record(None, None, error=reply_error(reply), raw=reply[:500])])
                 continue
             seen, found = set(), []
             for item in items:
                 c = to_soft_constraint(item)
                 if c is None:
-                    found.append(candidate(None, None, "llm", error="unparseable", raw=str(item)[:500]))
+                    found.append(self._record(None, None, error="unparseable", raw=str(item)[:500]))
                 elif c.id not in seen:
                     seen.add(c.id)
-                    found.append(c)
+                    leaks = leak_reasons(c.text, item_terms)
+                    found.append(self._record(c, None, rejected="leak", leak=leaks) if leaks else c)
             proposals.append(found)
         jobs = [(i, c) for i, found in enumerate(proposals) for c in found if isinstance(c, Constraint)]
         verdicts = iter(self._judge_many([(c, visible[i]) for i, c in jobs]))
@@ -134,61 +161,72 @@ class SoftExtractor:
 
     def judge_follow(self, constraint: Constraint, output: str) -> bool | None:
         """Whether an output follows a soft constraint; None when the judge gave no verdict."""
+        return self.judge_follow_detail(constraint, output)["satisfied"]
+
+    def judge_follow_detail(self, constraint: Constraint, output: str) -> dict:
+        """{"satisfied": bool | None, "reason": str | None, "error": None | "empty" | "unparseable" | "timeout" | ...}."""
         verdict = self._judge_many([(constraint, strip_reasoning(output))])[0]
-        return verdict[0] if isinstance(verdict, tuple) else None
+        if isinstance(verdict, dict):
+            return {"satisfied": None, "reason": None, "error": verdict["error"]}
+        satisfied, reason, raw = verdict
+        return {"satisfied": satisfied, "reason": reason, "error": None if satisfied is not None else reply_error(raw)}
 
     # -- LLM calls ------------------------------------------------------------------------------
     def _judge_many(self, jobs: list[tuple[Constraint, str]]) -> list[tuple[bool | None, str | None, str] | dict]:
-        replies = self._complete([self._judge_prompt.substitute(constraint=c.text, output=o) for c, o in jobs])
+        replies = self._complete([self._judge_prompt.substitute(constraint=c.text, output=o) for c, o in jobs],
+                                 self.judge, self.judge_id, self.judge_sampling)
         return [r if isinstance(r, dict) else (*parse_verdict(parse_json_reply(r)), r) for r in replies]
 
-    @staticmethod
-    def _verdict_record(c: Constraint, verdict) -> dict:
+    def _record(self, c: Constraint | None, self_evident: bool | None, **extra) -> dict:
+        return candidate(c, self_evident, "llm", extractor=self.model_id, judge=self.judge_id, **extra)
+
+    def _verdict_record(self, c: Constraint, verdict) -> dict:
         if isinstance(verdict, dict):  # the judge call failed
-            return candidate(c, None, "llm", **verdict)
+            return self._record(c, None, **verdict)
         satisfied, reason, raw = verdict
         if satisfied is None:
-            return candidate(c, None, "llm", error="unparseable", raw=raw[:500])
-        return candidate(c, satisfied, "llm", reason=reason)
+            return self._record(c, None, error=reply_error(raw), raw=raw[:500], reason=reason)
+        return self._record(c, satisfied, reason=reason)
 
-    def _complete(self, prompts: list[str]) -> list[str | dict]:
+    def _complete(self, prompts: list[str], generator: Generator, model_id: str,
+                  sampling: SamplingConfig) -> list[str | dict]:
         """Completion text per prompt, or {"error": ..., "detail": ...} for a failed call."""
-        keys = [cache_key(self.model_id, p, self.sampling) for p in prompts]
+        keys = [cache_key(model_id, p, sampling) for p in prompts]
         results: dict[str, str | dict] = {k: self.cache.get(k) for k in keys if self.cache.get(k) is not None}
         todo = list(dict.fromkeys(k for k in keys if k not in results))  # each distinct prompt once
         prompt_of = dict(zip(keys, prompts))
-        size = max(1, self.sampling.batch_size)
+        size = max(1, sampling.batch_size)
         for start in range(0, len(todo), size):
             batch = todo[start:start + size]
             try:
-                texts = self._generate([prompt_of[k] for k in batch])
+                texts = self._generate([prompt_of[k] for k in batch], generator, sampling)
             except UserError as exc:
                 if len(batch) == 1:
-                    results[batch[0]] = self._failed(exc)
+                    results[batch[0]] = self._failed(exc, model_id)
                     continue
                 texts = []
                 for k in batch:  # find which calls fail, keep the others
                     try:
-                        texts.append(self._generate([prompt_of[k]])[0])
+                        texts.append(self._generate([prompt_of[k]], generator, sampling)[0])
                     except UserError as one:
-                        texts.append(self._failed(one))
+                        texts.append(self._failed(one, model_id))
             for k, text in zip(batch, texts):
                 results[k] = text
                 if isinstance(text, str):
-                    self.cache.put(k, self.model_id, text)
+                    self.cache.put(k, model_id, text)
         return [results[k] for k in keys]
 
-    def _generate(self, prompts: list[str]) -> list[str]:
+    def _generate(self, prompts: list[str], generator: Generator, sampling: SamplingConfig) -> list[str]:
         self.calls += len(prompts)
-        gens = self.generator.generate([[{"role": "user", "content": p}] for p in prompts], self.sampling)
+        gens = generator.generate([[{"role": "user", "content": p}] for p in prompts], sampling)
         self._failures_in_a_row = 0
         return [g.text for g in gens]
 
-    def _failed(self, exc: UserError) -> dict:
+    def _failed(self, exc: UserError, model_id: str) -> dict:
         self._failures_in_a_row += 1
         if self._failures_in_a_row >= self.max_consecutive_errors:
             raise UserError(
-                f"the soft-constraint LLM {self.model_id!r} failed {self._failures_in_a_row} calls in a row (last: {exc.problem})",
+                f"the soft-constraint LLM {model_id!r} failed {self._failures_in_a_row} calls in a row (last: {exc.problem})",
                 "check that the endpoint is up and the model name is right, then rerun (finished calls are cached)",
             ) from None
         return {"error": classify_error(exc), "detail": str(exc)}

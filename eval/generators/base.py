@@ -23,11 +23,14 @@ class Generation:
 
 
 class Generator(ABC):
-    """Backends: hf (transformers), vllm, openai (any OpenAI-compatible HTTP server)."""
+    """A generation backend; the registry in generators/__init__.py lists them."""
 
     #: identifies the model in run folders (a path, hub name or endpoint+model); a run folder
     #: made by another model is refused.
     model_id: str = ""
+    #: the model is a checkpoint (local or hub) whose weights transformers can load in this process:
+    #: the attention and ablation stages can analyse runs made with this backend.
+    local_weights: bool = False
 
     @abstractmethod
     def generate(self, conversations: list[list[dict]], cfg: SamplingConfig) -> list[Generation]:

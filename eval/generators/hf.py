@@ -56,6 +56,8 @@ class HFGenerator(Generator):
     `.model` and `.tokenizer` are public: the attention analysis reuses them.
     """
 
+    local_weights = True
+
     def __init__(
         self,
         model: str,
@@ -64,6 +66,7 @@ class HFGenerator(Generator):
         attn_implementation: str | None = None,
         trust_remote_code: bool = False,
         revision: str | None = None,
+        chat_template_kwargs: dict | None = None,
     ):
         from safetensors import SafetensorError
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -104,12 +107,14 @@ class HFGenerator(Generator):
         if self.tokenizer.pad_token is None:  # many base models ship without one; left padding needs it
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.uses_plain_template = not self.tokenizer.chat_template
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})  # template options, e.g. enable_thinking=False
 
     def prompt_text(self, conversation: list[dict]) -> str:
         """The exact text the model is conditioned on for a conversation."""
         template = PLAIN_CHAT_TEMPLATE if self.uses_plain_template else None
         return self.tokenizer.apply_chat_template(
-            conversation, chat_template=template, tokenize=False, add_generation_prompt=True
+            conversation, chat_template=template, tokenize=False, add_generation_prompt=True,
+            **self.chat_template_kwargs,
         )
 
     def generate(self, conversations: list[list[dict]], cfg: SamplingConfig) -> list[Generation]:

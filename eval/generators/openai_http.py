@@ -50,6 +50,7 @@ class OpenAIGenerator(Generator):
         backoff_s: float = 1.0,
         concurrency: int = 8,
         extra_body: dict | None = None,
+        chat_template_kwargs: dict | None = None,
     ):
         if not base_url.startswith(("http://", "https://")):
             raise UserError(f"base URL {base_url!r} is not an http(s) URL", "pass e.g. --base-url http://localhost:8000/v1")
@@ -60,6 +61,8 @@ class OpenAIGenerator(Generator):
         self.timeout_s, self.max_retries, self.backoff_s = timeout_s, max_retries, backoff_s
         self.concurrency = max(1, concurrency)
         self.extra_body = dict(extra_body or {})
+        if chat_template_kwargs:  # vLLM and SGLang servers pass these to the chat template
+            self.extra_body["chat_template_kwargs"] = dict(chat_template_kwargs)
         # One session shared by the workers (urllib3's connection pool is thread-safe), sized to them.
         self._session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_maxsize=self.concurrency)

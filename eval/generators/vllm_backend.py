@@ -11,6 +11,8 @@ from sustain.eval.model_check import check_model_source
 
 
 class VLLMGenerator(Generator):
+    local_weights = True
+
     def __init__(
         self,
         model: str,
@@ -20,6 +22,7 @@ class VLLMGenerator(Generator):
         max_model_len: int | None = None,
         trust_remote_code: bool = False,
         seed: int = 0,
+        chat_template_kwargs: dict | None = None,
         **llm_kwargs,
     ):
         try:
@@ -40,6 +43,7 @@ class VLLMGenerator(Generator):
             **llm_kwargs,
         )
         # Base models without a chat template get the same plain format as the hf backend.
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})  # e.g. enable_thinking=False
         self.uses_plain_template = not getattr(self.llm.get_tokenizer(), "chat_template", None)
 
     def sampling_params(self, cfg: SamplingConfig):
@@ -62,6 +66,7 @@ class VLLMGenerator(Generator):
             use_tqdm=False,
             chat_template=PLAIN_CHAT_TEMPLATE if self.uses_plain_template else None,
             add_generation_prompt=True,
+            chat_template_kwargs=self.chat_template_kwargs or None,
         )
         results = []
         for out in outputs:

@@ -9,13 +9,16 @@ from sustain.eval.errors import UserError, os_error
 from sustain.eval.records import write_json_atomic, write_text_atomic
 from sustain.eval.report import curves, markdown, plots
 from sustain.eval.report.collect import base_checkpoint, collect
+from sustain.eval.report.comparable import check_comparable
 from sustain.eval.report.stats import paired_tests
 from sustain.eval.report.wandb_log import MODES, log_report
 
 
-def assemble(inputs: list[Path]) -> tuple[dict, dict[str, list[int]]]:
-    """Everything report.json holds except the plot names; plus pending steps per paradigm."""
+def assemble(inputs: list[Path], allow_mixed_settings: bool = False) -> tuple[dict, dict[str, list[int]]]:
+    """Everything report.json holds except the plot names; plus pending steps per paradigm.
+    Refuses evals run with different settings unless allow_mixed_settings (see comparable.py)."""
     paradigms = collect([Path(p) for p in inputs])
+    mixed = check_comparable(paradigms, allow_mixed_settings)
     task_names = curves.tasks(paradigms)
     series = curves.build_series(paradigms)
     base = base_checkpoint(paradigms)
@@ -23,11 +26,15 @@ def assemble(inputs: list[Path]) -> tuple[dict, dict[str, list[int]]]:
                for p in paradigms for c in p.checkpoints if not c.done]
     report = {
         "inputs": [str(p) for p in inputs],
+        "settings_differences": mixed,  # empty when every overlaid eval was run alike
+        "soft_llms": soft_llms(paradigms),
         "paradigms": {p.name: {"source": str(p.source), "info": p.info,
                                "checkpoints": [{"step": c.step, "folder": str(c.folder),
                                                 "status": "done" if c.done else "pending"} for c in p.checkpoints]}
                       for p in paradigms},
         "tasks": task_names,
+        "sandbox": {p.name: sorted({str(c.summary.get("sandbox")) for c in p.checkpoints if c.done and c.summary.get("sandbox")})
+                    for p in paradigms},
         "series": series,
         "base": None if base is None else curves.checkpoint_numbers(base, task_names),
         "final": {p.name: curves.final_numbers(p, task_names) for p in paradigms},
@@ -39,8 +46,15 @@ def assemble(inputs: list[Path]) -> tuple[dict, dict[str, list[int]]]:
     return report, steps
 
 
+def soft_llms(paradigms) -> list[dict]:
+    """Which LLMs wrote and judged the soft constraints, across every finished checkpoint (empty: no soft family)."""
+    seen = {(tuple(soft.get("extractor") or []), tuple(soft.get("judge") or []))
+            for p in paradigms for c in p.done if (soft := c.summary.get("soft_constraints"))}
+    return [{"extractor": list(e), "judge": list(j)} for e, j in sorted(seen)]
+
+
 def build_report(inputs: list[Path], out: Path, wandb_mode: str | None = None, project: str = "sustain-suite",
-                 group: str | None = None, notes: str | None = None) -> Path:
+                 group: str | None = None, notes: str | None = None, allow_mixed_settings: bool = False) -> Path:
     """Build the report from run folders alone; returns the path of report.md.
 
     inputs: eval run folders, training output_dirs, or comparison roots (see collect.py).
@@ -49,7 +63,7 @@ def build_report(inputs: list[Path], out: Path, wandb_mode: str | None = None, p
     if wandb_mode is not None and wandb_mode not in MODES:
         raise UserError(f"unknown W&B mode {wandb_mode!r}", f"use one of: {', '.join(MODES)} (or leave it out)")
     out = Path(out)
-    report, pending_steps = assemble(inputs)
+    report, pending_steps = assemble(inputs, allow_mixed_settings)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -13,16 +13,15 @@ A checkpoint whose eval has no summary.json yet is kept as pending, never read a
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from sustain.eval.checkpoints import checkpoint_step
 from sustain.eval.errors import UserError, os_error
 from sustain.eval.run_files import read_json_file, read_run_json
 
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 BASE = "base"
 SUMMARY_KEYS = ("accuracy", "sustain")  # what every summary.json of this suite holds
 FIX = ("pass an eval run folder (with summary.json), a training output_dir (with eval/checkpoint-N/), "
@@ -65,18 +64,13 @@ def base_checkpoint(paradigms: list[Paradigm]) -> Checkpoint | None:
     return next((c for p in paradigms for c in p.done if c.step == 0 and c.folder.parent.parent.name == BASE), None)
 
 
-def _step(name: str) -> int | None:
-    m = CHECKPOINT_RE.match(name)
-    return int(m.group(1)) if m else None
-
-
 def is_run_folder(path: Path) -> bool:
     return (path / "summary.json").is_file()
 
 
 def is_output_dir(path: Path) -> bool:
     """A training output_dir: TRL checkpoints or their eval folders."""
-    return any(_step(p.name) is not None for d in (path, path / "eval") if d.is_dir() for p in d.iterdir())
+    return any(checkpoint_step(p) is not None for d in (path, path / "eval") if d.is_dir() for p in d.iterdir())
 
 
 def read_checkpoint(step: int, folder: Path) -> Checkpoint:
@@ -108,7 +102,7 @@ def _output_dir_steps(path: Path) -> dict[int, Path]:
     for d in (path, path / "eval"):
         if d.is_dir():
             for p in d.iterdir():
-                s = _step(p.name)
+                s = checkpoint_step(p)
                 if s is not None and p.is_dir():
                     steps[s] = path / "eval" / p.name
     return steps
@@ -143,7 +137,7 @@ def read_output_dir(path: Path, base: Checkpoint | None, progress: tqdm | None =
 
 def _single_run(path: Path) -> Paradigm:
     """One eval run folder: named after its training run when it sits in <output_dir>/eval/, else its model."""
-    step = _step(path.name)
+    step = checkpoint_step(path)
     if step is not None and path.parent.name == "eval":
         name, info = _paradigm_name(path.parent.parent)
         return Paradigm(name, path.parent.parent, info, [read_checkpoint(step, path)])

@@ -70,8 +70,13 @@ def failure_points(c: Checkpoint) -> dict[str, dict]:
     """Failure classes as a share of the constrained runs of items solved at baseline."""
     runs = (_get(c.summary, ("sustain", "overall")) or {}).get("n", 0)
     counts = dict(c.summary.get("failures") or {})
-    counts["meta_commentary"] = c.summary.get("meta_commentary", 0)
     out = {}
+    meta = c.summary.get("meta_commentary")
+    if isinstance(meta, dict):  # a rate among constrained failures (successes and baseline: summary.json)
+        rate = meta.get("constrained_failure") or {}
+        out["failures/meta_commentary"] = {"step": c.step, "value": rate.get("value"), "lo": rate.get("lo"),
+                                           "hi": rate.get("hi"), "count": rate.get("successes", 0), "n": rate.get("n", 0),
+                                           **({"reason": rate["reason"]} if rate.get("reason") else {})}
     for cls, count in counts.items():
         p = {"step": c.step, "value": count / runs if runs else None, "count": count, "n": runs}
         if not runs:

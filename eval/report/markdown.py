@@ -1,6 +1,7 @@
 """report.md from report.json's content: plots by relative path, tables, notes, and findings in words."""
 from __future__ import annotations
 
+from sustain.eval.report.comparable import describe
 from sustain.eval.scoring import fmt
 
 # metrics whose gaps are listed in report.md (all gaps are in report.json)
@@ -99,8 +100,17 @@ def paired_table(report: dict) -> list[str]:
 def render(report: dict, notes: str | None = None) -> str:
     lines = ["# SustainScore robustness report", "",
              "Built from run folders only: " + ", ".join(f"`{p}`" for p in report["inputs"]) + ".",
-             f"Paradigms: {', '.join(report['final'])}. Tasks: {', '.join(report['tasks']) or 'none'}.", "",
-             "## What this shows", ""]
+             f"Paradigms: {', '.join(report['final'])}. Tasks: {', '.join(report['tasks']) or 'none'}.",
+             "Code sandbox: " + ("; ".join(f"{name}: {', '.join(modes)}" for name, modes in report.get("sandbox", {}).items()
+                                          if modes) or "none (no code task)") + ".", ""]
+    if report.get("settings_differences"):  # overlaid although their evals differ: said first, loudly
+        lines += ["## WARNING: these curves were evaluated with different settings", "",
+                  "Built with --allow-mixed-settings. Differences between curves below may come from these settings, "
+                  "not from training:", ""]
+        lines += [f"- {describe(d)}" for d in report["settings_differences"]] + [""]
+    for soft in report.get("soft_llms") or []:
+        lines += [f"Soft constraints extracted by {', '.join(soft['extractor'])}, judged by {', '.join(soft['judge'])}.", ""]
+    lines += ["## What this shows", ""]
     lines += [f"- {s}" for s in findings(report)]
     lines += ["", "## Final numbers", "",
               "Each cell: value [95% interval] n (runs or items). Undefined scores give their reason.", ""]

@@ -119,7 +119,7 @@ def failures_plot(series: dict, path: Path) -> Path:
             ax.bar(x, [0 if math.isnan(s) else s for s in share], bottom=bottom, color=f"C{i}", label=cls)
             bottom = [b + (0 if math.isnan(s) else s) for b, s in zip(bottom, share)]
         meta = [_nan(p["value"]) for p in metrics.get("failures/meta_commentary", [])]
-        ax.plot(x, meta, color="k", linestyle="--", marker="d", markersize=4, label="meta-commentary (flag)")
+        ax.plot(x, meta, color="k", linestyle="--", marker="d", markersize=4, label="meta-commentary (rate among failures)")
         stride = math.ceil(len(steps) / 8) or 1  # at most ~8 step labels per panel
         ax.set_xticks(x[::stride], [str(s) for s in steps[::stride]])
         ax.set_title(name, fontsize=10)

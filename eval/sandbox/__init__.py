@@ -5,9 +5,11 @@
         [result] = box.run([Program(code=prompt + completion, test=test, entry_point="add")])
         result.passed, result.reason
 
-Layout: pool.py (evaluator side: workers, dispatch, restarts), isolation.py (bwrap > unshare >
-rlimits), worker.py (the fork-server inside the sandbox), harness.py (the program host and the
-test runner, and why the verdict cannot be forged).
+Layout: pool.py (evaluator side: workers, dispatch, restarts), isolation.py (the modes: bwrap, or
+unshare only when named; never a silent downgrade), view.py (the file system a program sees, the
+same in every mode), mount_view.py (unshare mode's set-up), syscall_filter.py (seccomp), worker.py
+(the fork-server, pid 1 inside the sandbox), harness.py (the program host and the test runner, and
+why the verdict cannot be forged).
 """
 from sustain.eval.sandbox.isolation import resolve_mode
 from sustain.eval.sandbox.pool import Program, Result, Sandbox

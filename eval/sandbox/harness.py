@@ -368,13 +368,13 @@ def prctl(option, value):
     global _LIBC
     if _LIBC is None:  # loaded once in the fork-server, inherited by every fork
         _LIBC = ctypes.CDLL(None, use_errno=True)
-    if _LIBC.prctl(option, value, 0, 0, 0) != 0:
+    if _LIBC.prctl(int(option), int(value), 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
 
 
 _LIBC = None
+PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
-PR_SET_CHILD_SUBREAPER = 36
 
 
 def _set_dumpable(flag):

@@ -1,153 +1,118 @@
-"""How a sandbox worker is launched: bubblewrap > unshare > rlimits only (with a logged warning).
+"""How a sandbox worker is launched, and which isolation a run gets: never a weaker one by surprise.
 
-bwrap:   new pid, net, ipc and uts namespaces; the root is an empty tmpfs with /usr (and the
-         interpreter's prefix) bound read-only, a private /proc and /dev, a size-capped tmpfs /tmp;
-         no /etc, /home, /root or project folder; dies with its parent.
-unshare: new pid, net, ipc and uts namespaces; the file system is the host's (read access, and
-         write access wherever the sandbox user may write).
-rlimits: resource limits, a scrubbed environment and a separate session only: no network or
-         file-system isolation, and a non-root evaluator's own processes are visible to (and can
-         be signalled by) the programs. Used only when neither tool works, logged as a warning.
+Settings (EvalConfig.sandbox, `--sandbox`): "auto" and "bwrap" mean bubblewrap; "unshare" is an
+explicit opt-in for machines without bubblewrap. There is no other mode: both give the program the
+same view of the machine (view.py: the interpreter, its standard library and system libraries,
+read-only; private empty /tmp, /var/tmp, /dev/shm and HOME; no site-packages of any interpreter, no
+home folders or project tree), no network (own network namespace: no loopback, no abstract Unix
+sockets; no pathname socket is visible), own pid, ipc and uts namespaces, a uid that owns nothing
+of the user's (a root evaluator gives each worker a fresh unused uid; otherwise the user's own uid
+inside a user namespace, over a file system that holds nothing of theirs), no capabilities, no new
+user namespaces, and the worker as pid 1 of its pid namespace, so every process a program starts
+dies with one kill. When a mode cannot be built here the run stops before it starts, naming the fix.
 
-In every mode the environment is rebuilt from nothing, and when the evaluator runs as root the
-worker drops to an unprivileged uid of its own (RLIMIT_NPROC does not bind root, and root could
-read or signal anything).
+bwrap:   bubblewrap builds the view (a reviewed, setuid-free tool).
+unshare: util-linux `unshare` makes the namespaces and mount_view.py (this project's code) builds
+         the same view; less reviewed than bubblewrap, which is why it must be named.
 """
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import random
 import shutil
-import stat
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 from sustain.eval.errors import UserError
+from sustain.eval.sandbox import view
 
 log = logging.getLogger(__name__)
 
-MODES = ("bwrap", "unshare", "rlimits")
-CLEAN_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp"}
+MODES = ("bwrap", "unshare")
+SETTINGS = ("auto", *MODES)
+CLEAN_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": view.HOME}
 FIRST_UID, LAST_UID = 61000, 125000  # a root evaluator runs each worker as a fresh uid from this range
-DROP_CAPS = ["--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
+NAMESPACES = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+# What `--sandbox unshare` gives up compared with bubblewrap, printed when it is chosen.
+WEAKER = {
+    "unshare": ("the same namespaces, file-system view and limits as bubblewrap, but built by this project's own "
+                "mount code (eval/sandbox/mount_view.py), which has had far less review than bubblewrap"),
+}
+_warned: set[str] = set()
 
 
 def resolve_mode(requested: str = "auto") -> str:
-    """The isolation mode to use: the requested one if it works here, or the best that does."""
-    if requested not in ("auto", *MODES):
-        raise UserError(f"unknown sandbox isolation {requested!r}", f"use one of: auto, {', '.join(MODES)}")
-    if requested == "auto":
-        for mode in ("bwrap", "unshare"):
-            if mode_works(mode):
-                return mode
-        log.warning(
-            "sandbox: neither bubblewrap nor unshare works here; programs run with resource limits "
-            "only and CAN reach the network and the file system (install bubblewrap: apt-get install bubblewrap)"
-        )
-        return "rlimits"
-    if not mode_works(requested):
-        raise UserError(f"sandbox isolation {requested!r} does not work on this machine",
-                        "install bubblewrap (apt-get install bubblewrap) or use isolation='auto'")
-    if requested == "rlimits":
-        log.warning("sandbox: isolation='rlimits' gives no network or file-system isolation")
-    return requested
+    """The isolation mode for this run; a one-line UserError when it cannot run here."""
+    if requested not in SETTINGS:
+        raise UserError(f"unknown sandbox setting {requested!r}", f"use one of: {', '.join(SETTINGS)}")
+    mode = "bwrap" if requested == "auto" else requested
+    problem = why_not(mode)
+    if problem and mode == "bwrap":
+        other = "; or accept a weaker sandbox with --sandbox unshare" if not why_not("unshare") else ""
+        raise UserError(f"the code sandbox needs bubblewrap, which cannot run here ({problem})",
+                        f"apt-get install bubblewrap{other}")
+    if problem:
+        raise UserError(f"sandbox {mode!r} cannot run here ({problem})", "apt-get install bubblewrap and use --sandbox auto")
+    if mode in WEAKER and mode not in _warned:
+        _warned.add(mode)
+        print(f"sustain: warning: sandbox {mode!r}: {WEAKER[mode]}", file=sys.stderr)
+    return mode
 
 
 @functools.cache
-def mode_works(mode: str) -> bool:
-    """Whether this mode's wrapper can start a process here (a 10 ms probe, cached)."""
-    tools = {"bwrap": ["bwrap"], "unshare": ["unshare"], "rlimits": []}[mode]
-    if os.geteuid() == 0:
-        tools.append("setpriv")  # how root drops to the worker's uid
-    if not all(shutil.which(t) for t in tools):
-        return False
-    if mode == "rlimits":
-        return True
-    python = shutil.which("true") or "/bin/true"
-    command = wrap(mode, [python], uid=FIRST_UID if os.geteuid() == 0 else None, tmp_bytes=1 << 20)
+def why_not(mode: str) -> str | None:
+    """None when this mode can start a sandboxed interpreter here, else why not (a probe, once per process)."""
+    tool = {"bwrap": "bwrap", "unshare": "unshare"}[mode]
+    if not shutil.which(tool):
+        return f"{tool} is not installed"
+    python = sandbox_python()
+    folder = tempfile.mkdtemp(prefix="sustain-sandbox-probe-")
     try:
-        return subprocess.run(command, env=CLEAN_ENV, capture_output=True, timeout=30, cwd="/").returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+        uid = FIRST_UID if os.geteuid() == 0 else None
+        check = "import os, _ctypes, select; print(os.getuid(), os.getpid(), sorted(os.listdir('/tmp')))"
+        command = wrap(mode, [python, "-I", "-S", "-c", check], uid=uid, tmp_bytes=1 << 20, root_dir=folder)
+        done = subprocess.run(command, env=CLEAN_ENV, capture_output=True, text=True, timeout=60, cwd="/")
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    expected = f"{uid if uid is not None and mode == 'unshare' else os.getuid() if uid is None else 0} 1 []"
+    if done.returncode != 0 or done.stdout.strip() != expected:
+        last = (done.stderr.strip().splitlines() or [done.stdout.strip() or f"exit code {done.returncode}"])[-1]
+        return last[:200]
+    return None
 
 
-def wrap(mode: str, command: list[str], *, uid: int | None, tmp_bytes: int) -> list[str]:
-    """`command` (an interpreter and its arguments) wrapped in this mode's isolation."""
-    drop = ["setpriv", "--reuid", str(uid), "--regid", str(uid), *DROP_CAPS, "--"] if uid is not None else []
+def wrap(mode: str, command: list[str], *, uid: int | None, tmp_bytes: int, root_dir: str) -> list[str]:
+    """`command` (an interpreter and its arguments) run as pid 1 of a sandbox built by this mode.
+
+    uid: the worker's uid when the evaluator is root (bwrap: the worker drops to it itself, first
+    thing; unshare: the set-up drops before starting it); None otherwise.
+    root_dir: an empty folder of the evaluator's (unshare mounts the new root there).
+    """
+    ops = view.plan(command[0], tmp_bytes)
     if mode == "bwrap":
-        return bwrap_prefix(command[0], tmp_bytes, unprivileged=uid is None) + drop + command
-    die_with_parent = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
+        user = [] if uid is not None else ["--unshare-user", "--disable-userns"]
+        env = [arg for key, value in CLEAN_ENV.items() for arg in ("--setenv", key, value)]
+        return (["bwrap", "--die-with-parent", "--new-session", "--as-pid-1", *NAMESPACES, *user, "--clearenv", *env]
+                + view.bwrap_args(ops) + ["--chdir", "/tmp", "--"] + command)
     if mode == "unshare":
-        namespaces = ["--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc"]
-        as_user = [] if uid is not None else ["--map-current-user"]
-        return die_with_parent + ["unshare", *as_user, *namespaces, "--"] + drop + command
-    if uid is not None:  # one setpriv both drops to the uid and arms the parent-death signal
-        return ["setpriv", "--pdeathsig", "KILL", *drop[1:]] + command
-    return die_with_parent + command
+        user = [] if uid is not None else ["--user", "--map-root-user"]
+        spec = {"root": root_dir, "ops": ops, "uid": uid, "argv": command, "env": CLEAN_ENV}
+        setup = Path(__file__).with_name("mount_view.py").read_text()
+        return (["setpriv", "--pdeathsig", "KILL", "--", "unshare", *user, "--mount", "--net", "--pid", "--ipc", "--uts",
+                 "--fork", "--kill-child", "--", command[0], "-I", "-S", "-c", setup, json.dumps(spec)])
+    raise UserError(f"unknown sandbox mode {mode!r}", f"use one of: {', '.join(SETTINGS)}")
 
 
-def bwrap_prefix(python: str, tmp_bytes: int, unprivileged: bool) -> list[str]:
-    args = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
-            "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-    if unprivileged:  # without root, namespaces need a user namespace; forbid nesting another
-        args += ["--unshare-user", "--disable-userns"]
-    args.append("--clearenv")
-    for key, value in CLEAN_ENV.items():
-        args += ["--setenv", key, value]
-    args += ["--ro-bind", "/usr", "/usr"]
-    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
-        if os.path.islink(top):
-            args += ["--symlink", os.readlink(top), top]
-        elif os.path.isdir(top):
-            args += ["--ro-bind", top, top]
-    prefix = interpreter_prefix(python)
-    if prefix and not prefix.startswith("/usr/"):
-        # parents are made world-traversable, so a prefix under /root is usable by the worker's uid
-        parts = prefix.strip("/").split("/")
-        for depth in range(1, len(parts)):
-            args += ["--perms", "0755", "--dir", "/" + "/".join(parts[:depth])]
-        args += ["--ro-bind", prefix, prefix]
-    args += ["--proc", "/proc", "--dev", "/dev",
-             "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp", "--chdir", "/tmp"]
-    return args
-
-
-def interpreter_prefix(python: str) -> str | None:
-    """The installation folder of an interpreter binary (<prefix>/bin/python3.X)."""
-    real = os.path.realpath(python)
-    return os.path.dirname(os.path.dirname(real)) if os.path.basename(os.path.dirname(real)) == "bin" else None
-
-
-def sandbox_python(mode: str, dropping_uid: bool) -> str:
-    """The interpreter the workers run: this one's base interpreter, or one the dropped uid can run."""
-    base = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
-    if mode == "bwrap" or not dropping_uid:
-        return base
-    minor = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    for candidate in (base, shutil.which(minor) or "", f"/usr/bin/{minor}", "/usr/bin/python3"):
-        if candidate and world_runnable(candidate):
-            return os.path.realpath(candidate)
-    raise UserError(f"no Python interpreter that the sandbox's unprivileged user can run (tried {base})",
-                    f"install {minor} system-wide (e.g. apt-get install {minor}) or install bubblewrap")
-
-
-def world_runnable(path: str) -> bool:
-    """Whether any user can execute `path` and read its installation (every parent is o+x)."""
-    real = os.path.realpath(path)
-    try:
-        if not os.stat(real).st_mode & stat.S_IXOTH:
-            return False
-        folder = os.path.dirname(real)
-        while True:
-            if not os.stat(folder).st_mode & stat.S_IXOTH:
-                return False
-            if folder == "/":
-                return True
-            folder = os.path.dirname(folder)
-    except OSError:
-        return False
+def sandbox_python() -> str:
+    """The interpreter the workers run: this one's base interpreter (a venv's packages never enter)."""
+    return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
 
 
 def pick_worker_uid(taken: set[int]) -> int:

@@ -24,18 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sustain.eval.errors import UserError
-from sustain.eval.sandbox import harness, worker
+from sustain.eval.sandbox import harness, syscall_filter, worker
 from sustain.eval.sandbox.isolation import CLEAN_ENV, pick_worker_uid, process_uids, resolve_mode, sandbox_python, wrap
+from sustain.eval.sandbox.view import PRIVATE_DIRS
 
 log = logging.getLogger(__name__)
 
-# Runs inside the sandbox: makes modules of the two sources passed as arguments, starts the server.
+# Runs inside the sandbox: makes modules of the sources passed as arguments (in order), starts the server.
+MODULES = (("sandbox_harness", harness), ("sandbox_filter", syscall_filter), ("sandbox_worker", worker))
 BOOTSTRAP = (
     "import json, sys, types\n"
-    "for name, source in (('sandbox_harness', sys.argv[1]), ('sandbox_worker', sys.argv[2])):\n"
+    f"for name, source in zip({[name for name, _ in MODULES]!r}, sys.argv[1:]):\n"
     "    module = sys.modules[name] = types.ModuleType(name)\n"
     "    exec(compile(source, name + '.py', 'exec'), module.__dict__)\n"
-    "sys.modules['sandbox_worker'].main(json.loads(sys.argv[3]))\n"
+    "sys.modules['sandbox_worker'].main(json.loads(sys.argv[-1]))\n"
 )
 START_TIMEOUT_S = 30.0
 GRACE_S = 3.0  # on top of timeout_s: the worker's own clean-up (milliseconds) before the evaluator gives up on it
@@ -111,15 +113,14 @@ class Sandbox:
         self.mode = resolve_mode(isolation)
         self.timeout_s = float(timeout_s)
         self._root = os.geteuid() == 0
-        self._python = sandbox_python(self.mode, dropping_uid=self._root)
+        self._python = sandbox_python()
         self._max_procs = int(max_procs)
         self._tmp_bytes = int(max(tmp_mb, max_file_mb * 2)) << 20
         self._limits = {"memory_bytes": int(memory_mb) << 20, "cpu_s": math.ceil(timeout_s) + 1,
                         "file_bytes": int(max_file_mb) << 20}
         self._tail_bytes = int(tail_chars)
         self._folder = tempfile.mkdtemp(prefix="sustain-sandbox-")
-        os.chmod(self._folder, 0o711)  # the workers' uids may enter their own scratch folders, not list them
-        self._sources = [Path(harness.__file__).read_text(), Path(worker.__file__).read_text()]
+        self._sources = [Path(module.__file__).read_text() for _, module in MODULES]
         self._workers: list[_Worker] = [_Worker(i) for i in range(int(workers))]
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._folder)
@@ -167,23 +168,19 @@ class Sandbox:
 
     def _launch(self, w: "_Worker") -> None:
         uid = pick_worker_uid({o.uid for o in self._workers if o.uid is not None}) if self._root else None
-        if self.mode == "bwrap":
-            scratch = "/tmp"
-        else:
-            scratch = os.path.join(self._folder, f"worker{w.index}")
-            shutil.rmtree(scratch, ignore_errors=True)
-            os.mkdir(scratch, 0o700)
-            if uid is not None:
-                os.chown(scratch, uid, uid)
+        root_dir = os.path.join(self._folder, f"root{w.index}")  # unshare mounts the worker's new root here
+        shutil.rmtree(root_dir, ignore_errors=True)
+        os.mkdir(root_dir, 0o700)
         if uid is not None:
             nproc = PROCESSES_PER_WORKER + self._max_procs
         else:  # the limit counts every process of our uid, inside the sandbox or not
             mine = sum(owner == os.getuid() for owner in process_uids().values())
             nproc = mine + 2 * PROCESSES_PER_WORKER * len(self._workers) + self._max_procs
-        config = {"scratch": scratch, "timeout_s": self.timeout_s, "tail_bytes": self._tail_bytes,
+        config = {"scratch": "/tmp", "private": list(PRIVATE_DIRS), "timeout_s": self.timeout_s,
+                  "tail_bytes": self._tail_bytes, "uid": uid if self.mode == "bwrap" else None,
                   "limits": {**self._limits, "nproc": nproc}}
         command = wrap(self.mode, [self._python, "-I", "-S", "-B", "-c", BOOTSTRAP, *self._sources, json.dumps(config)],
-                       uid=uid, tmp_bytes=self._tmp_bytes)
+                       uid=uid, tmp_bytes=self._tmp_bytes, root_dir=root_dir)
         w.start(command, Path(self._folder) / f"worker{w.index}.log", uid)
 
     def _send(self, w: "_Worker", index: int, programs: list[Program]) -> None:
@@ -269,7 +266,7 @@ class _Worker:
         if not (isinstance(hello, dict) and hello.get("hello")):
             self.stop()
             raise UserError(f"sandbox worker failed to start: {self.log_tail() or 'no output'}",
-                            "check that bubblewrap works (bwrap --ro-bind / / true) or pass isolation='unshare'")
+                            "run with SUSTAIN_DEBUG=1 to see the worker's log; check that bubblewrap works (apt-get install bubblewrap)")
 
     def send(self, job: dict) -> None:
         self.proc.stdin.write(json.dumps(job).encode() + b"\n")

@@ -1,10 +1,12 @@
-"""The fork-server: one long-lived interpreter per worker, inside the sandbox, one fork per program.
+"""The fork-server: one long-lived interpreter per worker, pid 1 of its sandbox, one fork per program.
 
 A fresh interpreter costs ~110 ms and a bubblewrap sandbox ~60 ms more; this process pays that once
 per worker and then forks a runner per program (see harness.py for why runner and program are two
-processes). Per program: a fresh folder, the runner, a wall-clock deadline on the verdict, then
-every descendant is killed - this process is a child subreaper, so programs that left their
-process group (setsid, double fork) are re-parented here and killed too - and the folder is wiped.
+processes). Per program: a fresh folder, the runner, a wall-clock deadline on the verdict, then one
+kill(-1, SIGKILL) - every other process of the pid namespace at once, whatever it did (fork bomb,
+double fork, setsid, stopped), since a per-child kill loop loses to a fork bomb - the zombies
+reaped (as pid 1, every orphan is ours), and /tmp, /var/tmp, /dev/shm and HOME wiped. As pid 1 it
+cannot be killed or stopped by the programs (the kernel drops such signals to a namespace's init).
 
 Protocol with the evaluator: one JSON object per line, jobs on stdin and results on stdout; the
 first line out is a hello. Stdlib only: this file is sent into the sandbox as source text.
@@ -16,10 +18,11 @@ import signal
 import sys
 import time
 
-try:
-    import sandbox_harness as harness  # the name the bootstrap registers inside the sandbox
+try:  # the names the bootstrap registers inside the sandbox
+    import sandbox_filter as syscall_filter
+    import sandbox_harness as harness
 except ImportError:
-    from sustain.eval.sandbox import harness
+    from sustain.eval.sandbox import harness, syscall_filter
 
 # imported once here so every forked program and runner gets them for free
 PRELOAD = (
@@ -30,16 +33,16 @@ MAX_VERDICT = 1 << 20
 
 
 def main(config):
+    filtered = _become(config.get("uid"))
     requests = os.fdopen(os.dup(0), "rb")
     replies = os.fdopen(os.dup(1), "wb")
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)  # stray prints of the runner cannot corrupt the protocol
-    harness.prctl(harness.PR_SET_CHILD_SUBREAPER, 1)
     harness._set_dumpable(False)
     for module in PRELOAD:
         __import__(module)
-    _reply(replies, {"hello": True, "pid": os.getpid(), "uid": os.getuid()})
+    _reply(replies, {"hello": True, "pid": os.getpid(), "uid": os.getuid(), "syscall_filter": filtered})
     protocol_fds = (requests.fileno(), replies.fileno())
     for number, line in enumerate(requests):
         try:
@@ -71,16 +74,14 @@ def run_job(job, number, config, protocol_fds):
     os.close(nonce_w)
     raw, timed_out = _read_until(verdict_r, started + config["timeout_s"])
     os.close(verdict_r)
-    if timed_out:
-        _kill(runner)
-    os.waitpid(runner, 0)
-    _kill_descendants()
+    _kill_all()
     result = _verdict(raw, nonce, timed_out)
     result["stdout"], out_size = _tail(os.path.join(workdir, "stdout"), config["tail_bytes"])
     result["stderr"], err_size = _tail(os.path.join(workdir, "stderr"), config["tail_bytes"])
     if not result["passed"] and max(out_size, err_size) >= config["limits"]["file_bytes"]:
         result["reason"] = "output limit"
-    _wipe(scratch)
+    for folder in config["private"]:
+        _wipe(folder)
     result["duration_s"] = round(time.monotonic() - started, 4)
     return result
 
@@ -121,38 +122,34 @@ def _read_until(fd, deadline):
             chunks.append(chunk)
 
 
-def _kill(pid):
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
+def _become(uid):
+    """Root started this worker (bubblewrap without a user namespace): become the worker's own uid
+    before anything else (all capabilities go with root), and never gain privileges again."""
+    if uid is not None and os.getuid() != uid:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    harness.prctl(harness.PR_SET_PDEATHSIG, signal.SIGKILL)  # our parent is the launcher: die with it
+    return syscall_filter.install()
 
 
-def _kill_descendants():
-    """Kill and reap until no child is left; orphans of killed children come back to us (subreaper)."""
+def _kill_all():
+    """SIGKILL every other process of this pid namespace in one call, then reap them all.
+
+    kill(-1) reaches every process we may signal except ourselves; the kernel delivers it under the
+    task-list lock, so a fork bomb cannot add children the signal misses. Repeated for any process
+    that was mid-fork, until nothing is left to reap."""
     while True:
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except OSError:
+            pass
         try:
             while os.waitpid(-1, os.WNOHANG)[0]:
                 pass
         except ChildProcessError:
             return
-        for pid in _children():
-            _kill(pid)
         time.sleep(0.001)
-
-
-def _children():
-    me, found = os.getpid(), []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as fh:
-                    fields = fh.read().rsplit(b")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[1]) == me:
-                found.append(int(entry))
-    return found
 
 
 def _tail(path, size):

@@ -9,7 +9,8 @@ the task seed assigns it to one split, so a held-out item is never a rephrased t
 
 `train_rows` builds TRL-ready rows and can append self-evident instructions (IFEval-style texts the
 worked solution already satisfies) to a fraction of the prompts; a base model pretrained without
-them tends to lose solved items as soon as any instruction is appended (see NOTES-stack.md).
+them tends to lose solved items as soon as any instruction is appended (measured: it kept ~0 of
+200 solved items; with 30% of prompts carrying one, 0.63-0.80).
 """
 from __future__ import annotations
 
@@ -160,6 +161,8 @@ class ArithTask(Task):
     """
 
     name = "arith"
+    answer_kind = "number"
+    generates_train_rows = True
 
     def __init__(
         self,
@@ -261,7 +264,7 @@ class ArithTask(Task):
             return Grade(False, None, 0.0, {"reason": "no answer"})
         success = value == Decimal(int(item.gold))
         detail = {"extracted_by": how} if success else {"reason": "wrong answer", "extracted_by": how, "expected": item.gold}
-        return Grade(success, answer, float(success), detail)
+        return Grade(success, answer, float(success), detail, explicit=how == "answer phrase")
 
     # -- training data
 

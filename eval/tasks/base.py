@@ -10,13 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sustain.eval.errors import UserError
-
-THINK_RE = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
-
-
-def strip_reasoning(text: str) -> str:
-    """Drop <think>...</think> traces (an unclosed one runs to the end) before grading."""
-    return THINK_RE.sub("", text).strip()
+from sustain.eval.tasks.reasoning import strip_reasoning  # noqa: F401  (tasks import it from here)
 
 
 @dataclass(frozen=True)
@@ -33,16 +27,53 @@ class Grade:
     answer: str | None  # the extracted answer; None when nothing could be extracted
     score: float  # a graded value in [0, 1] (F1, fraction of tests passed, or success as 0/1)
     detail: dict = field(default_factory=dict)  # e.g. {"reason": "timeout"} or {"f1": 0.4}
+    # The output states its answer as final (an answer sentence, a box, an "Answer:" line, code); False
+    # when the grader guessed it from the text (the last number, the last line).
+    explicit: bool = True
 
     def to_dict(self) -> dict:
-        return {"success": self.success, "answer": self.answer, "score": self.score, "detail": self.detail}
+        return {"success": self.success, "answer": self.answer, "score": self.score, "detail": self.detail,
+                "explicit": self.explicit}
+
+
+# The end of a sentence or a line: what follows the last one in a cut output is unfinished.
+SENTENCE_BOUNDARY_RE = re.compile(r"[.!?](?=\s)|\n")
+
+
+def finished_part(text: str) -> str:
+    """A cut output without its unfinished last sentence ("The answer is 15" may have been 150)."""
+    ends = [m.end() for m in SENTENCE_BOUNDARY_RE.finditer(text)]
+    return text[:ends[-1]] if ends else ""
+
+
+def judge_cut_output(grade: Grade, finish_reason: str | None) -> Grade:
+    """An output cut at the token limit is solved only if it states its answer: a number guessed from
+    a loop that hit the limit is not an answer."""
+    if finish_reason == "length" and not grade.explicit:
+        grade.success, grade.score = False, 0.0
+        grade.detail = {**grade.detail, "cut_before_answer": True}
+    return grade
+
+
+ANSWER_KINDS = ("number", "text", "code")
 
 
 class Task(ABC):
-    """A benchmark. Subclasses set `name` and implement load_items/grade."""
+    """A benchmark. Subclasses set `name`, implement load/grade, and declare what they need; generic code
+    (pipeline, failure analysis, attention) reads these declarations and never a task's name."""
 
     name: str = ""
     system_prompt: str | None = None
+    #: what grade() extracts and compares: "number", "text" or "code" (failure analysis sorts failed
+    #: code answers into syntax and runtime errors).
+    answer_kind: str = "text"
+    #: grade() runs model output: the task's constructor then takes the run's sandbox settings
+    #: (SANDBOX_SETTINGS) and close() stops its workers.
+    runs_code: bool = False
+    #: stop strings for every generation of this task (generation ends before them).
+    stop: tuple[str, ...] = ()
+    #: train_rows(n, seed=..., instruction_rate=...) generates its own training rows (synthetic tasks).
+    generates_train_rows: bool = False
 
     @abstractmethod
     def load(self, split: str = "test", limit: int | None = None) -> list[Item]:
@@ -56,8 +87,24 @@ class Task(ABC):
         """Grade a batch; tasks that run code override this to use sandbox workers."""
         return [self.grade(it, out) for it, out in zip(items, outputs)]
 
+    def grade_generations(self, items: list[Item], generations: list) -> list[Grade]:
+        """Grade generations (`.text`, `.finish_reason`); an output cut at the token limit is graded on
+        its finished part, and solved only if that states its answer."""
+        texts = [finished_part(g.text) if g.finish_reason == "length" else g.text for g in generations]
+        grades = self.grade_many(items, texts)
+        return [judge_cut_output(gr, g.finish_reason) for gr, g in zip(grades, generations)]
+
     def close(self) -> None:
         """Release resources (sandbox workers); a no-op for tasks that hold none."""
+
+    def sandbox_mode(self) -> str | None:
+        """The code sandbox grading uses (None: this task runs no code); a UserError if it cannot run here."""
+        return None
+
+    def hidden_answer(self, item: Item) -> dict:
+        """What a back-translated constraint must not reveal: {"answer": the gold as text}. Code tasks
+        return {"test_code": ..., "entry_point": ...} instead (the identifiers their tests call)."""
+        return {"answer": str(item.gold)} if isinstance(item.gold, (str, int, float)) else {}
 
     def messages(self, item: Item, constraint: str | None = None, position: str = "append") -> list[dict]:
         """Chat messages for an item, with an optional constraint text.

@@ -1,9 +1,16 @@
-"""GSM8K grade-school math: the gold is the number after '####'; answers are compared by math-verify."""
+"""GSM8K grade-school math: the gold is the number after '####'; answers are compared by math-verify.
+
+Besides the grade, each record says how lm-evaluation-harness's two GSM8K filters, as named there,
+judge the output: "strict-match" (only an answer the output states: answer sentence, box, '####')
+and "flexible-extract" (the last number anywhere).
+"""
 from __future__ import annotations
 
 from sustain.eval.errors import UserError
-from sustain.eval.tasks.answers import NUMBER_RE, clean_number, extract_math_answer, math_answers_match
-from sustain.eval.tasks.base import Grade, Item, Task, load_rows
+from sustain.eval.tasks.answers import (
+    NUMBER_RE, clean_number, last_number, math_answers_match, stated_math_answer,
+)
+from sustain.eval.tasks.base import Grade, Item, Task, load_rows, strip_reasoning
 
 HUB_NAME = "openai/gsm8k"
 INSTRUCTION = 'Solve the problem step by step. End with "The answer is N." where N is the final number.'
@@ -20,6 +27,7 @@ def gold_number(solution: str) -> str:
 
 class GSM8KTask(Task):
     name = "gsm8k"
+    answer_kind = "number"
 
     def __init__(self, data: str = HUB_NAME):
         """data: a hub dataset name, a JSONL file, or a folder holding <split>.jsonl (e.g. shared/data/gsm8k)."""
@@ -40,11 +48,17 @@ class GSM8KTask(Task):
         ]
 
     def grade(self, item: Item, output: str) -> Grade:
-        found = extract_math_answer(output)
-        correct = math_answers_match(item.gold, found.text)
+        """The stated answer if there is one, else the last number (a guess: never solves a cut output)."""
+        text = strip_reasoning(output).replace("\u2212", "-")  # unicode minus
+        stated, guessed = stated_math_answer(text), last_number(text)
+        strict = math_answers_match(item.gold, stated.text)
+        flexible = strict if stated.text == guessed.text else math_answers_match(item.gold, guessed.text)
+        found, correct = (stated, strict) if stated.text is not None else (guessed, flexible)
         return Grade(
             success=correct,
             answer=found.text,
             score=float(correct),
-            detail={"extracted_from": found.source, "gold": item.gold},
+            detail={"extracted_from": found.source, "gold": item.gold,
+                    "filters": {"strict-match": strict, "flexible-extract": flexible}},
+            explicit=found.explicit,
         )

@@ -7,7 +7,7 @@ import string
 from collections import Counter
 
 from sustain.eval.errors import UserError
-from sustain.eval.tasks.answers import extract_short_answer
+from sustain.eval.tasks.short_answer import extract_short_answer
 from sustain.eval.tasks.base import Grade, Item, Task, load_rows
 
 HUB_NAME = "hotpotqa/hotpot_qa"
@@ -54,6 +54,7 @@ def render_prompt(row: dict) -> str:
 
 class HotpotQATask(Task):
     name = "hotpotqa"
+    answer_kind = "text"
 
     def __init__(self, data: str = HUB_NAME, f1_threshold: float | None = None):
         """data: a hub name, a JSONL file in the official format, or a folder holding <split>.jsonl.
@@ -88,7 +89,7 @@ class HotpotQATask(Task):
         ]
 
     def grade(self, item: Item, output: str) -> Grade:
-        found = extract_short_answer(output)
+        found = extract_short_answer(output, item.meta.get("question"))
         answer = found.text or ""
         em = normalize_answer(answer) == normalize_answer(item.gold) if found.text else False
         f1 = token_f1(answer, item.gold) if found.text else 0.0
@@ -98,4 +99,5 @@ class HotpotQATask(Task):
             answer=found.text,
             score=f1,
             detail={"em": float(em), "f1": f1, "extracted_from": found.source},
+            explicit=found.explicit,
         )

