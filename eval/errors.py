@@ -102,7 +102,8 @@ def run_entry(fn, *args) -> int:
         _flush_stdout()
         if exc.errno == errno.EPIPE:
             return 0
-        print(f"sustain: error: cannot write output: {exc.strerror} (fix: free disk space or redirect to another device)",
+        where = exc.filename or "standard output"
+        print(f"sustain: error: cannot write {where}: {exc.strerror} (fix: free disk space or write to another device)",
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -101,6 +101,11 @@ class Pipeline:
             self.close()
             raise
 
+    @staticmethod
+    def _validate(cfg: EvalConfig) -> EvalConfig:
+        """The settings checks without the model (e.g. a recipe's eval block at training start)."""
+        return validate_eval_config(cfg, check_model=False)
+
     def _load_tasks(self) -> None:
         cfg = self.cfg
         for name in cfg.tasks:

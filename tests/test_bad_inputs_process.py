@@ -20,15 +20,18 @@ from test_bad_inputs import assert_one_line_error
 from tests.conftest import ROOT
 
 
-class SlowAnswers(BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint that answers every prompt after a pause (so a run lasts a while)."""
+class GatedAnswers(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint that answers only once the test opens its gate, so a run holds its
+    folder for as long as the test needs, however slowly the machine starts processes."""
+
+    gate = threading.Event()
 
     def log_message(self, *args):
         pass
 
     def do_POST(self):
         self.rfile.read(int(self.headers["Content-Length"]))
-        time.sleep(0.4)
+        self.gate.wait(timeout=300)
         payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": "The answer is 7."},
                                            "finish_reason": "stop"}], "usage": {"completion_tokens": 5}}).encode()
         self.send_response(200)
@@ -40,7 +43,8 @@ class SlowAnswers(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def slow_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowAnswers)
+    GatedAnswers.gate.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), GatedAnswers)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
@@ -68,16 +72,17 @@ def held(folder: Path) -> bool:
 def test_two_processes_on_one_out_one_is_refused_and_no_record_is_written_twice(slow_server, tmp_path):
     out = tmp_path / "run"
     args = ["eval", "--backend", "openai", "--model", "m", "--base-url", slow_server, "--tasks", "arith", "--limit", "6",
-            "--batch-size", "1", "--request-retries", "0", "--out", str(out)]
+            "--batch-size", "1", "--request-retries", "0", "--request-timeout-s", "600", "--out", str(out)]
     first = sustain_process(args)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while not held(out):
         assert first.poll() is None, first.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.02)
     second = sustain_process(args)
-    _, err2 = second.communicate(timeout=120)
-    _, err1 = first.communicate(timeout=120)
+    _, err2 = second.communicate(timeout=300)
+    GatedAnswers.gate.set()
+    _, err1 = first.communicate(timeout=300)
     assert first.returncode == 0, err1
     assert second.returncode == 2
     assert_one_line_error(err2.decode(), "is in use by another sustain process", "choose another --out")
@@ -85,6 +90,7 @@ def test_two_processes_on_one_out_one_is_refused_and_no_record_is_written_twice(
     keys = [(r["task"], r["item_id"], r["condition"]) for r in map(json.loads, lines)]
     assert len(keys) == len(set(keys)) == 6
     # the lock of a process killed while holding it does not outlive it
+    GatedAnswers.gate.clear()
     third = sustain_process(args[:-1] + [str(tmp_path / "run2")])
     while not held(tmp_path / "run2"):
         assert third.poll() is None, third.communicate()
@@ -92,6 +98,7 @@ def test_two_processes_on_one_out_one_is_refused_and_no_record_is_written_twice(
     third.send_signal(signal.SIGKILL)
     third.wait(timeout=60)
     assert not held(tmp_path / "run2")
+    GatedAnswers.gate.set()
     kept = len(RecordStore(tmp_path / "run2" / "baseline.jsonl"))
     resumed = sustain_process(args[:-1] + [str(tmp_path / "run2")])
     assert resumed.wait(timeout=120) == 0
@@ -110,7 +117,7 @@ def test_stdout_on_a_full_device_is_one_line(tmp_path):
         proc = sustain_process(["summary", str(out)], stdout=full)
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
-    assert_one_line_error(err.decode(), "cannot write to standard output", "No space left on device")
+    assert_one_line_error(err.decode(), "cannot write", "standard output", "No space left on device")
     assert (out / "summary.json").is_file()  # the work itself was kept
 
 

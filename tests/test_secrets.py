@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from sustain.eval.tasks.arith import ArithTask
-from test_faults import sft_recipe
+from test_faults_training import sft_recipe
 from tests.conftest import ROOT, need_command
 
 SECRET_VARS = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY", "AWS_SECRET_ACCESS_KEY")

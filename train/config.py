@@ -299,14 +299,14 @@ def check_eval_settings(script_args, output_dir: str) -> None:
     every setting, and each task's data loads."""
     if script_args.eval_mode == "none":
         return
-    from sustain.eval.tasks import get_task
+    from sustain.eval.tasks import open_task
     from sustain.eval.validate import validate_eval_config
     from sustain.train.callbacks import SustainEvalCallback
 
     cfg = SustainEvalCallback(script_args).eval_config(Path(output_dir) / "checkpoint-0", Path(output_dir) / "eval")
     cfg = validate_eval_config(cfg, check_model=False)
     for name in cfg.tasks:
-        task = get_task(name, **({"data": cfg.data[name]} if name in cfg.data else {}))
+        task = open_task(name, cfg)
         try:
             if not task.load(cfg.split, cfg.limit):
                 raise UserError(f"eval task {name!r} has no items (limit {cfg.limit})", "check eval_data and eval_limit")

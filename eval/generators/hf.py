@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
 from sustain.eval.errors import UserError
 from sustain.eval.generators.base import Generation, Generator, SamplingConfig
