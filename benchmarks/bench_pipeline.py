@@ -55,7 +55,7 @@ def main() -> None:
         summary = run_eval(cfg, generator=timed)
         wall = time.perf_counter() - started
     print(f"arith, {a.items} items, k=1..{a.k_max}: accuracy {summary['accuracy']['value']:.3f}, "
-          f"{summary['sustain']['overall']['n']} constrained runs, {timed.calls} generate() calls")
+          f"{summary['constrained_runs']} constrained runs, {timed.calls} generate() calls")
     print(f"  model load {load_s:.2f} s (excluded)")
     print(f"  full eval wall {wall:.2f} s, generation {timed.seconds:.2f} s")
     print(f"  overhead ratio wall/generation: {wall / timed.seconds:.3f}  (limit 1.0, goal <= 1.10)")

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import os
-import re
 import sys
 import typing
 
@@ -13,25 +11,19 @@ from sustain.eval.config import EvalConfig, from_dict, load_yaml
 from sustain.eval.errors import UserError, argument_parser, run_entry
 
 
-def _field_comments(cls) -> dict[str, str]:
-    """The trailing comment of each field in the dataclass source: one place documents a setting."""
-    pattern = re.compile(r"^\s+(\w+): [^#]*#\s*(.+)$")
-    return {m[1]: m[2] for line in inspect.getsource(cls).splitlines() if (m := pattern.match(line))}
-
-
 def _add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
-    """One --flag per config field (CLI flags override YAML); values are checked by from_dict."""
-    comments = _field_comments(cls)
+    """One --flag per config field, its help from the field's metadata (CLI flags override YAML);
+    values are checked by from_dict."""
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        hint = typing.get_type_hints(cls)[f.name]
         flag = "--" + f.name.replace("_", "-")
-        if hint is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=comments.get(f.name))
+        text = f.metadata.get("help", "")
+        if hints[f.name] is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(),
-                                help=f"{comments.get(f.name, '')} (default: {default})".strip())
+                                help=f"{text} (default: {default})".strip())
 
 
 def eval_config(args: argparse.Namespace) -> EvalConfig:

@@ -4,10 +4,15 @@ Each stage reads and writes the run folder; every item of every stage is one rec
 (task, item id, condition), so a stage skips what is done and a killed run resumes to the same
 records. summary.json is derived from the records alone.
 
-  run.json          the settings that made the records (a different model is refused)
-  baseline.jsonl    condition "base": the plain run
-  constraints.jsonl condition "extract": candidate constraints with self-evidence verdicts
-  constrained.jsonl condition "<family>:k<k>": the re-run with k constraints appended
+  run.json          the settings that made the records (a different model is refused) and a
+                    fingerprint of each task's loaded items
+  baseline.jsonl    condition "base": the plain run; each record holds its item's content hash, so
+                    a changed data file in the same folder is refused
+  constraints.jsonl condition "extract:<family>": candidate constraints with self-evidence verdicts
+  constrained.jsonl condition "<family>:k<k>": the re-run with k constraints appended (nested sets:
+                    the k set holds the k-1 set)
+  control.jsonl     condition "control": each solved item re-run with no constraint, in the same
+                    batches as its constrained runs (the noise floor beside every SustainScore)
   attention.jsonl   condition "<family>:k<k>": constraint attention per decoding step (optional)
   summary.json      scores with n and 95% intervals, failure classes
 """
@@ -22,12 +27,30 @@ from sustain.eval import constraints as C
 from sustain.eval.config import EvalConfig, template_options
 from sustain.eval.errors import UserError
 from sustain.eval.generators import Generator, SamplingConfig, open_generator
-from sustain.eval.records import RecordStore, write_json_atomic
+from sustain.eval.item_identity import data_fingerprint, item_fingerprint, refuse_changed_items
+from sustain.eval.records import RecordStore, record_key, write_json_atomic
 from sustain.eval.seeds import stable_seed
+from sustain.eval.shards import shard_items
 from sustain.eval.summary import write_summary
 from sustain.eval.run_files import RunLock, has_records, open_records, read_run_json
 from sustain.eval.tasks import Grade, Item, Task, open_task
 from sustain.eval.validate import check_text, out_folder_problem, validate_eval_config
+
+
+def drop_partial_batches(stores: list[RecordStore]) -> None:
+    """Drop the records of any batch with fewer records than its size (a kill between its writes),
+    so the resumed run regenerates that batch whole, with the layout an uninterrupted run had."""
+    found: dict[str, list[tuple[RecordStore, tuple]]] = {}
+    sizes: dict[str, int] = {}
+    for store in stores:
+        for r in store:
+            if "batch" in r:
+                found.setdefault(r["batch"]["id"], []).append((store, record_key(r)))
+                sizes[r["batch"]["id"]] = r["batch"]["size"]
+    for batch, members in found.items():
+        if len(members) < sizes[batch]:
+            for store in stores:
+                store.drop([key for s, key in members if s is store])
 
 
 def gold_text(item: Item) -> str | None:
@@ -77,7 +100,9 @@ def grade_safely(task: Task, items: list[Item], generations: list) -> list[Grade
 
 
 class Pipeline:
-    def __init__(self, cfg: EvalConfig, generator: Generator | None = None):
+    def __init__(self, cfg: EvalConfig, generator: Generator | None = None, shard: tuple[int, int] | None = None):
+        """shard=(rank, world_size): this process evaluates only its share of each task's items
+        (sustain.eval.shards runs the shares and merges their records)."""
         # Everything is checked before the folder is locked and claimed: a mistake leaves no trace.
         check_text("model", cfg.model, what="PATH_OR_NAME")
         cfg = validate_eval_config(cfg, check_model=generator is None)
@@ -91,12 +116,14 @@ class Pipeline:
         self.items: dict[str, dict[str, Item]] = {}
         self._lock = None
         try:
-            self._load_tasks()
+            self._load_tasks(shard)
             self._lock = RunLock(self.out).acquire()
-            self._claim_folder()
             self.base = open_records(self.out, "baseline.jsonl", create=True)
+            refuse_changed_items(self.base, self.items, self.out)
+            self._claim_folder()
             self.extracted = open_records(self.out, "constraints.jsonl", create=True)
             self.constrained = open_records(self.out, "constrained.jsonl", create=True)
+            self.control = open_records(self.out, "control.jsonl", create=True)
         except BaseException:
             self.close()
             raise
@@ -106,13 +133,15 @@ class Pipeline:
         """The settings checks without the model (e.g. a recipe's eval block at training start)."""
         return validate_eval_config(cfg, check_model=False)
 
-    def _load_tasks(self) -> None:
+    def _load_tasks(self, shard: tuple[int, int] | None) -> None:
         cfg = self.cfg
         for name in cfg.tasks:
             task = open_task(name, cfg)
             self.tasks[name] = task
             items = task.load(cfg.split, cfg.limit)
-            if not items:
+            if items and shard:
+                items = shard_items(items, *shard)  # may be empty: a small task on many ranks
+            elif not items:
                 raise UserError(f"task {name!r} has no items (split {cfg.split!r}, limit {cfg.limit})",
                                 "check the data file, the split and --limit")
             self.items[name] = check_items(name, items)
@@ -126,12 +155,19 @@ class Pipeline:
         A run.json with no records beside it protects nothing (a run that failed before its first
         record): it is replaced, so a corrected command is never locked out by its own typo."""
         mine = self.cfg.identity()
+        if "soft" not in self.cfg.families:
+            mine["soft_model"] = None  # this run makes no soft records
         if has_records(self.out):
             meta = read_run_json(self.out, required=False)
             if meta is None:
                 raise UserError(f"{self.out} holds records but no run.json saying which model made them",
                                 "choose a new --out, or delete the folder to start over")
             theirs = meta["identity"]
+            # a family can be added later: the soft judge is fixed by the first run that used one
+            if mine["soft_model"] is None:
+                mine["soft_model"] = theirs.get("soft_model")
+            elif theirs.get("soft_model") is None:
+                theirs = {**theirs, "soft_model": mine["soft_model"]}
             for key in EvalConfig.IDENTITY:
                 if key == "model" and key not in theirs:
                     raise UserError(f"{self.out / 'run.json'} does not record the {key} that made its records",
@@ -141,7 +177,9 @@ class Pipeline:
                         f"run folder {self.out} was made with {key}={theirs[key]!r}, not {mine[key]!r}",
                         "choose a new --out for this model/setting, or delete the folder to start over",
                     )
-        write_json_atomic(self.out / "run.json", {"identity": mine, "config": asdict(self.cfg), "sandbox": self.sandbox_mode})
+        data = {name: data_fingerprint(items.values()) for name, items in self.items.items()}
+        write_json_atomic(self.out / "run.json", {"identity": mine, "config": asdict(self.cfg), "sandbox": self.sandbox_mode,
+                                                  "data": data})
 
     # -- resources, created only when a stage has work to do ------------------------------------
     def _make(self, backend: str, model: str, base_url: str | None, chat_template_kwargs: dict | None = None) -> Generator:
@@ -177,14 +215,14 @@ class Pipeline:
         return SamplingConfig(max_new_tokens=c.max_new_tokens, temperature=c.temperature, seed=c.seed,
                               batch_size=c.batch_size, stop=list(stop))
 
-    def _generate(self, chunk: list[tuple[Item, str, dict]]) -> list:
+    def _generate(self, chunk: list[tuple[RecordStore, Item, str, dict]]) -> list:
         """One generate call per distinct set of stop strings the chunk's tasks declare (usually one)."""
         gens = [None] * len(chunk)
         by_stop: dict[tuple[str, ...], list[int]] = {}
-        for i, (_, task, _) in enumerate(chunk):
+        for i, (_, _, task, _) in enumerate(chunk):
             by_stop.setdefault(tuple(self.tasks[task].stop), []).append(i)
         for stop, idx in by_stop.items():
-            for i, gen in zip(idx, self.generator.generate([chunk[i][2]["messages"] for i in idx], self.sampling(stop))):
+            for i, gen in zip(idx, self.generator.generate([chunk[i][3]["messages"] for i in idx], self.sampling(stop))):
                 gens[i] = gen
         return gens
 
@@ -219,62 +257,70 @@ class Pipeline:
             self._lock.release()
             self._lock = None
 
-    def _generate_and_store(self, store: RecordStore, jobs: list[tuple[Item, str, dict]], desc: str) -> None:
-        """jobs: (item, task name, record fields incl. messages). Generates, grades, appends per batch."""
+    def _generate_and_store(self, jobs: list[tuple[RecordStore, Item, str, dict]], desc: str) -> None:
+        """jobs: (store, item, task name, record fields incl. messages), generated in this order in
+        batches of batch_size (jobs of several stores may share a batch); graded; appended per batch."""
         bs = max(1, self.cfg.batch_size)
-        todo = [j for j in jobs if (j[1], j[0].id, j[2]["condition"]) not in store]
+        todo = [j for j in jobs if (j[2], j[1].id, j[3]["condition"]) not in j[0]]
         if not todo:
             return
         for start in tqdm(range(0, len(todo), bs), desc=desc, unit="batch", leave=False):
             chunk = todo[start:start + bs]
             gens = self._generate(chunk)
-            records = []
             by_task: dict[str, list[int]] = {}
-            for i, (_, task, _) in enumerate(chunk):
+            for i, (_, _, task, _) in enumerate(chunk):
                 by_task.setdefault(task, []).append(i)
             grades = [None] * len(chunk)
             for task, idx in by_task.items():
-                gs = grade_safely(self.tasks[task], [chunk[i][0] for i in idx], [gens[i] for i in idx])
+                gs = grade_safely(self.tasks[task], [chunk[i][1] for i in idx], [gens[i] for i in idx])
                 for i, g in zip(idx, gs):
                     grades[i] = g
-            for (item, task, fields), gen, grade in zip(chunk, gens, grades):
+            by_store: dict[int, tuple[RecordStore, list[dict]]] = {}
+            # a batch spanning several stores is written store by store: its records carry the batch's
+            # id and size, so drop_partial_batches can redo a batch that a kill cut between two writes
+            shared = len({id(j[0]) for j in chunk}) > 1
+            batch = {"id": "|".join(map(str, (chunk[0][2], chunk[0][1].id, chunk[0][3]["condition"]))), "size": len(chunk)}
+            for (store, item, task, fields), gen, grade in zip(chunk, gens, grades):
                 rec = {"task": task, "item_id": item.id, "gold": gold_text(item),
                        "answer_kind": self.tasks[task].answer_kind, **fields,
                        "output": gen.text, "finish_reason": gen.finish_reason, "n_tokens": gen.n_tokens,
-                       **grade.to_dict()}
-                records.append(self._with_follow(rec))
-            store.append(records)
+                       **grade.to_dict(), **({"batch": batch} if shared else {})}
+                by_store.setdefault(id(store), (store, []))[1].append(self._with_follow(rec))
+            for store, records in by_store.values():
+                store.append(records)
 
     def baseline(self) -> None:
         jobs = []
         for name, task in self.tasks.items():
             for item in self.items[name].values():
-                jobs.append((item, name, {"condition": "base", "messages": task.messages(item)}))
-        self._generate_and_store(self.base, jobs, "baseline")
+                jobs.append((self.base, item, name, {"condition": "base", "item_hash": item_fingerprint(item),
+                                                     "messages": task.messages(item)}))
+        self._generate_and_store(jobs, "baseline")
 
     def solved(self) -> list[dict]:
         return [r for r in self.base if r["success"] and r["task"] in self.tasks and r["item_id"] in self.items[r["task"]]]
 
     def extract(self) -> None:
-        """Back-translate self-evident constraints from every solved baseline output."""
-        todo = [r for r in self.solved() if (r["task"], r["item_id"], "extract") not in self.extracted]
+        """Back-translate self-evident constraints from every solved baseline output, per family
+        (one record per item and family, so adding a family later extracts only that family)."""
         bs = max(1, self.cfg.batch_size)
-        for start in tqdm(range(0, len(todo), bs), desc="constraints", unit="batch", leave=False):
-            chunk = todo[start:start + bs]
-            items = [self.items[r["task"]][r["item_id"]] for r in chunk]
-            soft = ([[] for _ in chunk] if "soft" not in self.cfg.families
-                    else self.soft.extract_many([(it.prompt, r["output"]) for it, r in zip(items, chunk)],
-                                                hidden=[self.tasks[r["task"]].hidden_answer(it) for it, r in zip(items, chunk)]))
-            records = []
-            for r, item, soft_candidates in zip(chunk, items, soft):
-                hard = []
-                if "hard" in self.cfg.families:
-                    gold = gold_text(item)
-                    hard = C.extract_hard(item.prompt, r["output"], seed=stable_seed(self.cfg.seed, r["task"], item.id),
-                                          avoid=[gold] if gold else ())
-                records.append({"task": r["task"], "item_id": r["item_id"], "condition": "extract",
-                                "candidates": hard + soft_candidates})
-            self.extracted.append(records)
+        for family in self.cfg.families:
+            condition = f"extract:{family}"
+            todo = [r for r in self.solved() if (r["task"], r["item_id"], condition) not in self.extracted]
+            for start in tqdm(range(0, len(todo), bs), desc=f"{family} constraints", unit="batch", leave=False):
+                chunk = todo[start:start + bs]
+                items = [self.items[r["task"]][r["item_id"]] for r in chunk]
+                if family == "soft":
+                    found = self.soft.extract_many([(it.prompt, r["output"]) for it, r in zip(items, chunk)],
+                                                   hidden=[self.tasks[r["task"]].hidden_answer(it)
+                                                           for it, r in zip(items, chunk)])
+                else:
+                    found = [C.extract_hard(it.prompt, r["output"], seed=stable_seed(self.cfg.seed, r["task"], it.id),
+                                            avoid=[gold_text(it)] if gold_text(it) else ())
+                             for it, r in zip(items, chunk)]
+                self.extracted.append([{"task": r["task"], "item_id": r["item_id"], "condition": condition,
+                                        "family": family, "candidates": candidates}
+                                       for r, candidates in zip(chunk, found)])
 
     def _kept(self, rec: dict, family: str) -> list:
         cats = self.cfg.categories
@@ -282,26 +328,32 @@ class Pipeline:
         return [c for c in kept if c.family == family and (not cats or c.category in cats)]
 
     def constrained_run(self) -> None:
+        """Each solved item: a control re-run with no constraint, then k = 1..k_max nested constraint
+        sets per family, queued together so the control shares its batches with the constrained runs."""
+        drop_partial_batches([self.constrained, self.control])
         jobs = []
-        for rec in self.extracted:
-            if rec["task"] not in self.tasks or rec["item_id"] not in self.items[rec["task"]]:
-                continue
-            item = self.items[rec["task"]][rec["item_id"]]
-            task = self.tasks[rec["task"]]
+        for r in self.solved():
+            name, item = r["task"], self.items[r["task"]][r["item_id"]]
+            task = self.tasks[name]
+            jobs.append((self.control, item, name, {"condition": "control", "messages": task.messages(item)}))
             for family in self.cfg.families:
+                rec = self.extracted.get((name, item.id, f"extract:{family}"))
+                if rec is None:
+                    continue
                 kept = self._kept(rec, family)
+                seed = stable_seed(self.cfg.seed, name, item.id, family)  # no k: the sets are nested
                 for k in range(1, min(self.cfg.k_max, len(kept)) + 1):  # no k beyond the constraints there are
-                    chosen = C.choose_constraints(kept, k, stable_seed(self.cfg.seed, rec["task"], item.id, family, k))
+                    chosen = C.choose_constraints(kept, k, seed)
                     if not chosen:
-                        continue
+                        break
                     text = C.render(chosen)
-                    jobs.append((item, rec["task"], {
+                    jobs.append((self.constrained, item, name, {
                         "condition": f"{family}:k{k}", "family": family, "k": k,
                         "constraints": [c.to_dict() for c in chosen], "constraint_text": text,
                         "position": self.cfg.position,
                         "messages": task.messages(item, constraint=text, position=self.cfg.position),
                     }))
-        self._generate_and_store(self.constrained, jobs, "constrained")
+        self._generate_and_store(jobs, "constrained + control")
 
     def _with_follow(self, rec: dict) -> dict:
         """Check each constraint on a constrained output (code for hard ones, the LLM judge for soft)."""

@@ -22,6 +22,7 @@ RECORD_FIELDS = {
     "baseline.jsonl": {"success": bool, "output": str},
     "constraints.jsonl": {"candidates": list},
     "constrained.jsonl": {"success": bool, "output": str, "family": str, "k": int, "constraints": list},
+    "control.jsonl": {"success": bool, "output": str},
 }
 
 

@@ -7,6 +7,7 @@ from sustain.eval.constraints.soft_summary import soft_summary
 from sustain.eval.errors import UserError
 from sustain.eval.failures import analyse
 from sustain.eval.grading_figures import accuracy_by_filter, truncation
+from sustain.eval.headline import headline
 from sustain.eval.records import write_json_atomic
 from sustain.eval.run_files import identity_value, read_json_file, read_run_json, records
 from sustain.eval.scoring import grouped, proportion
@@ -18,11 +19,17 @@ def write_summary(out: str | Path) -> dict:
     seed = identity_value(meta, "seed", out)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise UserError(f"{out / 'run.json'}: identity.seed is not a whole number", "restore run.json from the run")
-    constrained = records(out, "constrained.jsonl")
-    summary = summarise(records(out, "baseline.jsonl"), constrained, seed)
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    constrained, extracted = records(out, "constrained.jsonl"), records(out, "constraints.jsonl")
+    summary = summarise(records(out, "baseline.jsonl"), constrained, seed,
+                        extracted=extracted, control=records(out, "control.jsonl"),
+                        families=config.get("families"), categories=config.get("categories"),
+                        k_max=config.get("k_max"))
     summary["model"] = identity_value(meta, "model", out)
     summary["sandbox"] = meta.get("sandbox")  # the isolation model-written code ran under (None: no code task)
-    soft = soft_summary(records(out, "constraints.jsonl"), constrained)
+    if "data" in meta:
+        summary["data"] = meta["data"]
+    soft = soft_summary(extracted, constrained)
     if soft is not None:  # where every LLM-written constraint went; empty and unparseable replies included
         summary["soft_constraints"] = soft
     for key in ("attention", "ablation"):  # ablation: the causal ablation (sustain.eval.attention.ablation_stage)
@@ -32,43 +39,26 @@ def write_summary(out: str | Path) -> dict:
     return summary
 
 
-def summarise(base: list[dict], constrained: list[dict], seed: int = 0) -> dict:
+def summarise(base: list[dict], constrained: list[dict], seed: int = 0, extracted: list[dict] = (),
+              control: list[dict] = (), families: list[str] | None = None, categories: list[str] | None = None,
+              k_max: int | None = None) -> dict:
+    """Every number of summary.json from the records (families: those asked for, plus any with records)."""
     solved = {(r["task"], r["item_id"]) for r in base if r["success"]}
     runs = [r for r in constrained if (r["task"], r["item_id"]) in solved]
-    no_solved = "no items solved at baseline" if not solved else "no self-evident constraint for any solved item"
-
-    def sustain(rs: list[dict]) -> dict:
-        return proportion(rs, lambda r: r["success"], no_solved, seed)
-
-    def follow(rs: list[dict]) -> dict:
-        return proportion(rs, lambda r: r.get("followed_all"), "no constrained outputs checked", seed)
-
-    def joint(rs: list[dict]) -> dict:
-        return proportion(rs, lambda r: None if r.get("followed_all") is None else r["success"] and r["followed_all"],
-                          "no constrained outputs checked", seed)
-
-    # by category counts a k=1 run under its constraint's category (k>1 runs mix categories)
-    category = lambda r: [r["constraints"][0]["category"]] if r["k"] == 1 else []
+    families = sorted(set(families or []) | {r["family"] for r in runs}
+                      | {r["condition"].split(":", 1)[1] for r in extracted if ":" in r["condition"]}) or ["hard"]
     failures = analyse(runs, solved, baseline=base, seed=seed)
     return {
         "n_items": len(base),
         "accuracy": proportion(base, lambda r: r["success"], "no baseline records", seed),
         "accuracy_by_task": grouped(base, lambda r: [r["task"]],
                                     lambda rs: proportion(rs, lambda r: r["success"], "no items", seed)),
-        "sustain": {
-            "overall": sustain(runs),
-            "by_task": grouped(runs, lambda r: [r["task"]], sustain),
-            "by_family": grouped(runs, lambda r: [r["family"]], sustain),
-            "by_category": grouped(runs, category, sustain),
-            "by_k": grouped(runs, lambda r: [f"k{r['k']}"], sustain),
-        },
+        "sustain": headline(base, list(extracted), runs, list(control), families, categories, k_max, seed),
         "truncation": truncation(base, constrained, seed),
         "accuracy_by_filter": accuracy_by_filter(base, seed),
-        "follow_rate": follow(runs),
-        "joint_rate": joint(runs),
+        # failure classes count every constrained run (all families and k) of a solved item that failed
+        "constrained_runs": len(runs),
         "failures": failures["counts"],
         "meta_commentary": failures["meta_commentary"],
         "failure_examples": failures["examples"],
     }
-
-

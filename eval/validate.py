@@ -111,6 +111,10 @@ def validate_eval_config(cfg: EvalConfig, check_model: bool = True) -> EvalConfi
         check_range("judge_max_new_tokens", cfg.judge_max_new_tokens, 1, MAX_NEW_TOKENS)
         if cfg.judge_backend:
             backend_class(cfg.judge_backend)
+    from sustain.eval.sandbox.isolation import SETTINGS as SANDBOX_SETTINGS
+
+    if cfg.sandbox not in SANDBOX_SETTINGS:  # checked even when no task runs code: a typo is never ignored
+        raise UserError(f"unknown sandbox setting {cfg.sandbox!r}", f"use one of: {', '.join(SANDBOX_SETTINGS)}")
     if cfg.f1_threshold is not None and not 0 < cfg.f1_threshold <= 1:
         raise UserError(f"f1_threshold must be in (0, 1], got {cfg.f1_threshold}", "use e.g. 0.5, or leave it unset for exact match")
     if not ENV_NAME_RE.fullmatch(cfg.api_key_env or ""):

@@ -25,7 +25,8 @@
 #   --eval array|inline   array: evaluate the checkpoints after training, one array task each;
 #                         inline: inside the training job, at every save (SUSTAIN_EVAL, array)
 #   --set [NAME:]KEY=VALUE override a recipe key in every recipe, or only in paradigm NAME
-#                         (repeatable), e.g. --set max_steps=100 --set grpo:num_generations=8
+#                         (repeatable), e.g. --set max_steps=100 --set grpo:num_generations=8;
+#                         eval.KEY sets a key of the eval block, e.g. --set eval.limit=100
 #   --partial-report      build the report when every job has ended, even if some failed
 #                         (default: only when all succeeded)
 #   --wandb offline|online also log the report to W&B

@@ -11,7 +11,7 @@ from conftest import ROOT
 
 from sustain.eval.records import RecordStore
 
-STAGES = ("baseline.jsonl", "constraints.jsonl", "constrained.jsonl")
+STAGES = ("baseline.jsonl", "constraints.jsonl", "constrained.jsonl", "control.jsonl")
 SEED = 20260125
 
 # Runs a module as __main__ and SIGKILLs the process when it opens, for writing, the Nth file whose

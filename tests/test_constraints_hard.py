@@ -153,3 +153,13 @@ def test_choose_constraints_picks_compatible_sets_repeatably():
     assert len({tuple(c.id for c in choose_constraints(kept, 2, s)) for s in range(20)}) > 1
     two = choose_constraints(kept, 2, 0)
     assert render(two) == f"{two[0].text}\n{two[1].text}"
+
+
+def test_constraint_sets_are_nested_across_k():
+    kept = kept_constraints(extract_hard(LIST_Q, LIST_OUT, seed=2))
+    for seed in range(20):
+        sets = [choose_constraints(kept, k, seed) for k in range(1, len(kept) + 1)]
+        sets = [s for s in sets if s]
+        assert len(sets) >= 3
+        for smaller, larger in zip(sets, sets[1:]):
+            assert larger[:len(smaller)] == smaller  # the k set holds the k-1 set, in the same order

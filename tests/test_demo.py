@@ -51,7 +51,7 @@ def test_quick_demo_runs_every_stage_and_a_rerun_redoes_nothing(tiny_model, tmp_
     md = (out / "report" / "report.md").read_text()
     assert all(f"| {name} |" in md for name in ["base model", *NAMES])
     assert "What it does not show" in md
-    assert report["plots"]["overall"] and all((out / "report" / f).is_file() for f in report["plots"].values())
+    assert report["plots"]["cell/arith/hard"] and all((out / "report" / f).is_file() for f in report["plots"].values())
     assert list((wandb_dir / "wandb").glob("offline-run-*")), "W&B runs are written offline by default"
 
     before = written_files(out)
@@ -81,6 +81,17 @@ def test_every_paradigm_runs_the_same_eval():
     demo.check_same_eval(parsed)
     quick = {p.name: demo.parse(p, Path("base-model"), Path("out"), quick=True) for p in demo.PARADIGMS}
     demo.check_same_eval(quick)
+
+
+def test_every_paradigm_trains_with_the_same_optimiser_rate_steps_and_batch():
+    """The demo compares paradigms, not tunings (README): one optimiser, learning rate, schedule, step
+    count and number of sequences per step; a --seed reaches every paradigm."""
+    parsed = {p.name: demo.parse(p, Path("base-model"), Path("out"), quick=False, extra=("--seed", "7"))
+              for p in demo.PARADIGMS}
+    same = {name: (t.optim, t.learning_rate, t.lr_scheduler_type, t.max_steps, t.per_device_train_batch_size, t.seed)
+            for name, (_, t, _) in parsed.items()}
+    assert len(set(same.values())) == 1, same
+    assert next(iter(same.values()))[-1] == 7
 
 
 def test_demo_base_leaves_instruction_types_unseen():

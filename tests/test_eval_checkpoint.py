@@ -10,7 +10,7 @@ import pytest
 from sustain.train import eval_checkpoint
 from sustain.train.eval_checkpoint import evaluate_run, main, run_checkpoints
 
-RECIPE = "model_name_or_path: unused\neval_tasks: [arith]\neval_limit: 3\neval_max_new_tokens: 16\neval_seed: 7\n"
+RECIPE = "model_name_or_path: unused\neval:\n  tasks: [arith]\n  limit: 3\n  max_new_tokens: 16\n  seed: 7\n"
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_base_model_eval_runs_the_real_pipeline_once(tiny_model, recipe, tmp_pat
     out = tmp_path / "cmp" / "base" / "eval" / "checkpoint-0"
     main([str(tiny_model), str(out), recipe])
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["accuracy"]["n"] == 3  # eval_limit from the recipe
+    assert summary["accuracy"]["n"] == 3  # the eval block's limit
     written = (out / "summary.json").stat().st_mtime_ns
     main([str(tiny_model), str(out), recipe])
     assert (out / "summary.json").stat().st_mtime_ns == written

@@ -18,8 +18,8 @@ from kill_points import (KILL_AT_OPEN, SEED, STAGES, Launch, check_complete_json
                          records, summary_without_paths)
 
 SFT_FLAGS = ["--dataset_size", "64", "--per_device_train_batch_size", "8", "--max_steps", "8", "--save_steps", "1",
-             "--logging_steps", "1", "--eval_mode", "inline", "--eval_limit", "4", "--eval_max_new_tokens", "24",
-             "--eval_batch_size", "4", "--report_to", "none", "--save_total_limit", "10"]
+             "--logging_steps", "1", "--eval_mode", "inline", "--eval.limit", "4", "--eval.max_new_tokens", "24",
+             "--eval.batch_size", "4", "--report_to", "none", "--save_total_limit", "10"]
 STEPS = 8  # --max_steps: a checkpoint (and its inline eval) at every step
 
 
@@ -32,8 +32,7 @@ lr_scheduler_type: constant
 max_length: 128
 save_strategy: steps
 seed: 0
-eval_tasks: [arith]
-eval_k_max: 1
+eval: {tasks: [arith], k_max: 1}
 """
 
 

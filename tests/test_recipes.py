@@ -13,7 +13,8 @@ from sustain.eval.errors import UserError
 from sustain.train.config import parse_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if p.parent.name != "accelerate")
+RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if p.parent.name not in ("accelerate", "eval"))
+EVAL_FILES = sorted((ROOT / "recipes").glob("*/eval/*.yaml"))  # eval blocks that recipes share
 
 
 def kind_of(recipe: Path) -> str:
@@ -47,9 +48,42 @@ def write(tmp_path, text: str) -> str:
 
 
 def test_cli_flags_override_the_yaml(tmp_path):
-    recipe = write(tmp_path, "model_name_or_path: m\noutput_dir: o\nlearning_rate: 1.0e-3\neval_limit: 5\n")
-    script, trainer, _ = parse_recipe("sft", ["--config", recipe, "--learning_rate", "0.5", "--eval_limit", "7"])
-    assert trainer.learning_rate == 0.5 and script.eval_limit == 7
+    recipe = write(tmp_path, "model_name_or_path: m\noutput_dir: o\nlearning_rate: 1.0e-3\neval: {limit: 5, seed: 3}\n")
+    script, trainer, _ = parse_recipe("sft", ["--config", recipe, "--learning_rate", "0.5", "--eval.limit", "7"])
+    assert trainer.learning_rate == 0.5 and (script.eval.limit, script.eval.seed) == (7, 3)
+
+
+@pytest.mark.parametrize("path", EVAL_FILES, ids=lambda p: p.parts[-3])
+def test_shared_eval_files_are_eval_configs(path):
+    from sustain.eval.config import EvalConfig, from_dict, load_yaml
+
+    assert isinstance(from_dict(EvalConfig, load_yaml(path)), EvalConfig)
+
+
+@pytest.mark.parametrize("family", ["demo", "qwen2.5-1.5b", "smollm2-135m"])
+def test_recipes_that_are_compared_share_one_eval_block(family):
+    from sustain.train.eval_block import recipe_eval_config
+
+    recipes = sorted((ROOT / "recipes" / family).glob("*.yaml"))
+    assert len(recipes) >= 2 and len({repr(recipe_eval_config(r)) for r in recipes}) == 1
+
+
+def test_eval_block_takes_every_eval_config_key_a_file_and_flags(tmp_path):
+    import dataclasses
+
+    from sustain.eval.config import EvalConfig
+
+    shared = tmp_path / "shared.yaml"
+    shared.write_text("tasks: [arith]\nfamilies: [hard, soft]\nsoft_model: judge\nsoft_base_url: http://x/v1\n"
+                      "categories: [length]\nposition: prepend\nk_max: 2\nattention: true\nablation: true\n")
+    recipe = write(tmp_path, "model_name_or_path: m\neval: {include: shared.yaml, k_max: 3}\n")
+    script, _, _ = parse_recipe("sft", ["--config", recipe, "--eval.position", "system", "--eval.seed=5"])
+    e = script.eval
+    assert (e.families, e.soft_model, e.categories, e.k_max, e.position, e.seed, e.attention, e.ablation) == \
+        (["hard", "soft"], "judge", ["length"], 3, "system", 5, True, True)
+    assert {f.name for f in dataclasses.fields(EvalConfig)} - {"model", "out"} <= set(vars(e))
+    with pytest.raises(UserError, match="set for each checkpoint"):
+        parse_recipe("sft", ["--config", write(tmp_path, "model_name_or_path: m\neval: {out: x}\n")])
 
 
 @pytest.mark.parametrize("kind, text, key, hint", [

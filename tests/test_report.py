@@ -34,7 +34,7 @@ def keep_rules():
 def write_eval(folder: Path, model: str, keep: str, unsolved_tasks=(), attention_gap: float | None = None) -> dict:
     """A finished eval run folder: run.json, records, summary.json from the real summariser."""
     keep_fn = keep_rules()[keep]
-    base, constrained = [], []
+    base, constrained, control = [], [], []
     for task in TASKS:
         for i in range(N_ITEMS):
             gold = str(i + 10)
@@ -44,6 +44,7 @@ def write_eval(folder: Path, model: str, keep: str, unsolved_tasks=(), attention
                          "finish_reason": "stop"})
             if not solved:
                 continue
+            control.append({"task": task, "item_id": str(i), "condition": "control", "success": i % 7 != 0})
             for k in (1, 2):
                 ok = keep_fn(i) if k == 1 else keep_fn(i + 1)
                 constrained.append({
@@ -58,7 +59,8 @@ def write_eval(folder: Path, model: str, keep: str, unsolved_tasks=(), attention
     write_json_atomic(folder / "run.json", {"identity": {"model": model, "seed": 0}})
     RecordStore(folder / "baseline.jsonl").append(base)
     RecordStore(folder / "constrained.jsonl").append(constrained)
-    summary = summarise(base, constrained, seed=0)
+    RecordStore(folder / "control.jsonl").append(control)
+    summary = summarise(base, constrained, seed=0, control=control)
     summary["model"] = model
     if attention_gap is not None:
         write_json_atomic(folder / "attention_summary.json",
@@ -109,23 +111,30 @@ def test_comparison_root_gives_plots_table_and_paired_test(built):
     md, report, out = built
 
     assert sorted(report["final"]) == ["grpo", "sft"]
+    assert report["cells"] == [f"{t}/hard" for t in TASKS]
     for task in TASKS:
-        png = out / f"curves_{task}.png"
+        png = out / f"curves_{task}_hard.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png.name})" in md  # embedded by relative path
     assert report["tasks"] == list(TASKS)
     # every paradigm's curve starts at the base model (step 0)
-    assert [p["step"] for p in report["series"]["grpo"]["sustain"]] == [0, 100, 200, 300]
+    assert [p["step"] for p in report["series"]["grpo"]["score/gsm8k/hard"]] == [0, 100, 200, 300]
+    assert not any(m == "sustain" or m.startswith("sustain/") for m in report["series"]["grpo"])  # nothing pooled
     assert report["final"]["grpo"]["step"] == 300 and report["final"]["sft"]["step"] == 200
 
-    # the final table has a row per paradigm with the SustainScore and its interval
-    grpo = report["final"]["grpo"]["sustain"]
-    assert "| base model | 0 |" in md and "| grpo | 300 |" in md and "| sft | 200 |" in md
-    assert f"{grpo['value']:.3f} [{grpo['lo']:.3f}, {grpo['hi']:.3f}] n={grpo['n']}" in md
+    # the final table has a row per paradigm, task and family with the SustainScore, its control and coverage
+    grpo = report["final"]["grpo"]["cells"]["gsm8k/hard"]
+    assert "| base model | 0 | gsm8k | hard |" in md and "| grpo | 300 | gsm8k | hard |" in md
+    assert "| sft | 200 | hotpotqa | hard |" in md
+    score, control = grpo["score"], grpo["control"]
+    assert f"{score['value']:.3f} [{score['lo']:.3f}, {score['hi']:.3f}] n={score['n']}" in md
+    assert f"{control['value']:.3f} [{control['lo']:.3f}, {control['hi']:.3f}] n={control['n']}" in md
+    assert score["n"] == control["n"] == 24 and grpo["coverage"]["value"] == 1.0
 
-    # paired test grpo@300 vs sft@200 on hard:k1: only gsm8k items solved by both (sft@200 solved no hotpotqa)
-    test = next(t for t in report["paired_tests"]
-                if {t["a"], t["b"]} == {"grpo", "sft"} and t["condition"] == "hard:k1")
+    # paired test grpo@300 vs sft@200 on gsm8k, hard:k1 (sft@200 solved no hotpotqa: no test there)
+    tests = [t for t in report["paired_tests"] if {t["a"], t["b"]} == {"grpo", "sft"}]
+    assert [(t["task"], t["condition"]) for t in tests] == [("gsm8k", "hard:k1")]
+    test = tests[0]
     pairs = [i for i in range(N_ITEMS) if solved_rule(i)]
     robust, fragile = keep_rules()["robust"], keep_rules()["fragile"]
     keep = {"grpo": robust, "sft": fragile}
@@ -136,7 +145,7 @@ def test_comparison_root_gives_plots_table_and_paired_test(built):
     assert test["p_value"] == pytest.approx(expected_p)
     assert f"{expected_p:.2g}" in md and "exact McNemar" in md
     # the generated findings name the paradigm that keeps the most SustainScore
-    assert "**grpo** keeps the most SustainScore" in md
+    assert "gsm8k/hard (k=1): **grpo** keeps the most" in md
     assert (out / "attention_gap.png").exists() and (out / "failures.png").exists()
 
 
@@ -144,18 +153,18 @@ def test_pending_checkpoint_is_listed_never_plotted(built):
     md, report, _ = built
     assert [(p["paradigm"], p["step"]) for p in report["pending"]] == [("sft", 300)]
     assert "no summary.json" in report["pending"][0]["reason"]
-    assert 300 not in [p["step"] for p in report["series"]["sft"]["sustain"]]
+    assert 300 not in [p["step"] for p in report["series"]["sft"]["score/gsm8k/hard"]]
     assert "- sft step 300: eval incomplete: no summary.json" in md
 
 
 def test_undefined_score_is_a_gap_with_its_reason(built):
     md, report, _ = built
-    points = {p["step"]: p for p in report["series"]["sft"]["sustain/task/hotpotqa"]}
-    assert points[200]["value"] is None and "nothing solved at baseline" in points[200]["reason"]
+    points = {p["step"]: p for p in report["series"]["sft"]["score/hotpotqa/hard"]}
+    assert points[200]["value"] is None and points[200]["reason"] == "no items solved at baseline"
     assert points[100]["value"] is not None
-    assert "sft step 200 sustain/task/hotpotqa: no constrained runs for hotpotqa" in md
+    assert "sft step 200 score/hotpotqa/hard: no items solved at baseline" in md
     # the final table shows the reason, not a number
-    assert "undefined (no constrained runs for hotpotqa" in md
+    assert "| sft | 200 | hotpotqa | hard | 0.000" in md and "undefined (no items solved at baseline)" in md
 
 
 def test_single_run_folder_and_one_training_dir(root: Path, tmp_path: Path):
@@ -230,15 +239,22 @@ def test_wandb_report_blocks_show_the_group_by_checkpoint_step(built):
     assert "grpo" in findings.text
     assert grid.runsets[0].filters == "Metric('Group') == 'g1'"
     plotted = {p.y[0]: p.x for p in grid.panels if isinstance(p, wr.LinePlot)}
-    assert {"sustain", "sustain/task/gsm8k", "sustain/task/hotpotqa", "attention_gap"} <= set(plotted)
-    assert set(plotted.values()) == {"checkpoint_step"}
+    assert {"sustain/score/gsm8k/hard", "sustain/score/hotpotqa/hard", "sustain/attention_gap"} <= set(plotted)
+    assert not any(y.startswith(("sustain/score/task", "sustain/score/k")) or y == "sustain/score" for y in plotted)
+    assert set(plotted.values()) == {"sustain/checkpoint_step"}
 
 
 def test_wandb_rows_skip_undefined_values_and_carry_intervals(built):
     from sustain.eval.report.wandb_log import _rows
 
-    rows = {r["checkpoint_step"]: r for r in _rows(built[1]["series"]["sft"])}
+    rows = {r["sustain/checkpoint_step"]: r for r in _rows(built[1]["series"]["sft"])}
     assert sorted(rows) == [0, 100, 200]  # the pending step 300 is not logged
-    assert "sustain/task/hotpotqa" not in rows[200]  # undefined: a gap, not a 0
-    assert rows[100]["sustain/task/hotpotqa"] is not None
-    assert rows[200]["sustain_lo"] <= rows[200]["sustain"] <= rows[200]["sustain_hi"]
+    assert "sustain/score/hotpotqa/hard" not in rows[200]  # undefined: a gap, not a 0
+    assert rows[100]["sustain/score/hotpotqa/hard"] is not None
+    score, control = "sustain/score/gsm8k/hard", "sustain/control/gsm8k/hard"
+    assert rows[200][f"{score}_lo"] <= rows[200][score] <= rows[200][f"{score}_hi"]
+    assert rows[200][f"{control}_lo"] <= rows[200][control] <= rows[200][f"{control}_hi"]
+    for row in rows.values():  # every score carries its interval and n
+        scores = [k for k in row if k != "sustain/checkpoint_step" and not k.endswith(("_lo", "_hi", "_n", "_count"))]
+        assert all(f"{k}_n" in row for k in scores)
+        assert all(f"{k}_lo" in row and f"{k}_hi" in row for k in scores if row[f"{k}_n"] > 0)

@@ -11,7 +11,7 @@ import pytest
 
 from sustain.eval.records import RecordStore
 
-STAGES = ("baseline.jsonl", "constraints.jsonl", "constrained.jsonl")
+STAGES = ("baseline.jsonl", "constraints.jsonl", "constrained.jsonl", "control.jsonl")
 ROOT = Path(__file__).resolve().parents[1]
 
 

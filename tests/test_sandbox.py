@@ -47,6 +47,15 @@ def test_verdicts_and_reasons(box):
     ]
 
 
+def test_output_so_far_is_kept_when_a_limit_ends_the_program(box):
+    say = "import sys\nprint('got this far')\nsys.stdout.flush()\n"
+    results = box.run([
+        Program(say + "while True:\n    pass\n", ADD_TEST, "add", id="timeout"),
+        Program(say + "blob = [bytearray(10 ** 7) for _ in range(1000)]\n", ADD_TEST, "add", id="memory"),
+    ])
+    assert [(r.reason, r.stdout) for r in results] == [("timeout", "got this far\n"), ("memory", "got this far\n")]
+
+
 def test_values_cross_as_exact_plain_data(box):
     test = (
         "def check(f):\n"
@@ -174,6 +183,9 @@ def test_a_code_run_stops_before_generating_when_the_sandbox_cannot_run(monkeypa
     with pytest.raises(UserError, match="bubblewrap"):
         Pipeline(cfg, NoCalls())
     assert not (tmp_path / "run" / "baseline.jsonl").exists()
+    typo = EvalConfig(model="m", tasks=["arith"], out=str(tmp_path / "typo"), limit=2, sandbox="bwarp")
+    with pytest.raises(UserError, match="unknown sandbox setting 'bwarp'"):
+        Pipeline(typo, NoCalls())
 
 
 def test_the_mode_is_recorded_in_run_json_records_and_summary(tmp_path):
@@ -205,3 +217,7 @@ def test_the_mode_is_recorded_in_run_json_records_and_summary(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "baseline.jsonl").read_text().splitlines()]
     assert [(r["success"], r["detail"]["sandbox"]) for r in records] == [(True, "bwrap"), (True, "bwrap")]
     assert write_summary(tmp_path / "run")["sandbox"] == "bwrap"
+    from sustain.eval.report.build import build_report
+
+    report = build_report([tmp_path / "run"], tmp_path / "report")
+    assert "Code sandbox: m: bwrap." in report.read_text()

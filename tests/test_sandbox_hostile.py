@@ -69,6 +69,13 @@ def hostile_cases(host: dict) -> dict[str, tuple[str, str, str, set[str]]]:
         "run as root": ("import os\ndef f():\n    return os.getuid() == 0 or os.geteuid() == 0\n", RETURNS_TRUE, "f", {"failed: AssertionError"}),
         "create a user namespace": ("import ctypes\ndef f():\n    return ctypes.CDLL(None, use_errno=True).unshare(0x10000000) == 0\n", RETURNS_TRUE, "f", {"failed: AssertionError"}),
         "scatter processes that outlive the timeout": (SCATTER, RETURNS_TRUE, "f", {"timeout"}),
+        "many processes, each under the memory limit": ("import os, time\ndef f():\n    for _ in range(6):\n        if os.fork() == 0:\n            blob = b'x' * (150 * 2 ** 20)\n            time.sleep(60)\n    time.sleep(60)\n", RETURNS_TRUE, "f", {"memory"}),
+        "kill the fork-server (pid 1)": ("import os, signal\nos.kill(1, signal.SIGKILL)\n" + wrong, ADD_TEST, "add", {"failed: AssertionError"}),
+        "stop the fork-server (pid 1)": ("import os, signal\nos.kill(1, signal.SIGSTOP)\n" + wrong, ADD_TEST, "add", {"failed: AssertionError"}),
+        "ptrace the runner": ("import ctypes, os\ndef f():\n    return ctypes.CDLL(None, use_errno=True).ptrace(16, os.getppid(), 0, 0) == 0\n", RETURNS_TRUE, "f", {"failed: AssertionError"}),
+        "mount over /tmp": ("import ctypes\ndef f():\n    return ctypes.CDLL(None, use_errno=True).mount(b'x', b'/tmp', b'tmpfs', 0, None) == 0\n", RETURNS_TRUE, "f", {"failed: AssertionError"}),
+        "write a kernel setting": ("def f():\n    open('/proc/sys/kernel/hostname', 'w').write('x')\n    return True\n", RETURNS_TRUE, "f", unreadable),
+        "create a file in the root": ("def f():\n    open('/evil', 'w').write('x')\n    return True\n", RETURNS_TRUE, "f", unreadable),
         # secrets
         "read the evaluator's environment": (f"import os\ndef f():\n    return os.environ.get('WANDB_API_KEY') == {SECRET!r}\n", RETURNS_TRUE, "f", {"failed: AssertionError"}),
         "search every process's environment": (textwrap.dedent(f"""\

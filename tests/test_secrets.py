@@ -157,8 +157,8 @@ def secret_flow(tiny_model, tmp_path_factory):
 
     run([*py, "sustain", "train", "sft", "--config", str(sft_recipe(tmp)), "--model_name_or_path", str(tiny_model),
          "--output_dir", str(tmp / "train"), "--dataset_size", "32", "--per_device_train_batch_size", "8", "--max_steps", "2",
-         "--save_steps", "2", "--logging_steps", "1", "--eval_limit", "4", "--eval_max_new_tokens", "24",
-         "--eval_batch_size", "4", "--eval_mode", "inline", "--report_to", "wandb"], env, logs, "train")
+         "--save_steps", "2", "--logging_steps", "1", "--eval.limit", "4", "--eval.max_new_tokens", "24",
+         "--eval.batch_size", "4", "--eval_mode", "inline", "--report_to", "wandb"], env, logs, "train")
     run([*py, "sustain", "report", str(tmp / "train"), str(tmp / "eval_hf"), "--out", str(tmp / "report"),
          "--wandb", "offline", "--wandb-project", "secrets"], dict(env, WANDB_DIR=str(tmp / "report_wandb")), logs, "report")
 
@@ -179,7 +179,7 @@ def test_the_flow_ran_and_wrote_what_is_searched(secret_flow):
     assert list((tmp / "wandb").glob("wandb/offline-run-*/run-*.wandb"))
     assert list((tmp / "report_wandb").rglob("*.wandb")) and (tmp / "report" / "report.json").exists()
     # the openai eval went through every stage: solved items were re-asked under constraints
-    assert json.loads((tmp / "eval_openai" / "summary.json").read_text())["sustain"]["overall"]["n"] > 0
+    assert json.loads((tmp / "eval_openai" / "summary.json").read_text())["sustain"]["headline"]["arith"]["hard"]["n"] > 0
 
 
 def test_no_canary_in_any_file_or_log(secret_flow):

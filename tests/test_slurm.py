@@ -28,7 +28,7 @@ from sustain.train.recipe_value import max_saves, parse_any, write
 COMPARE = str(ROOT / "slurm" / "compare.sh")
 DEMO = [ROOT / "recipes" / "demo" / f"{n}.yaml" for n in ("sft", "grpo", "grpo_constraints")]
 # Tiny runs for a 2-core machine: sft leaves 2 checkpoints, the GRPO runs 1 each.
-TINY = ["--set", "report_to=none", "--set", "eval_limit=8", "--set", "dataset_size=256",
+TINY = ["--set", "report_to=none", "--set", "eval.limit=8", "--set", "dataset_size=256",
         "--set", "max_steps=2", "--set", "save_steps=2", "--set", "sft:max_steps=4",
         "--set", "grpo_constraints:constraint_pool=16"]
 
@@ -39,7 +39,11 @@ def run(*cmd, env=None, timeout=120) -> subprocess.CompletedProcess:
 
 
 def write_recipe(path: Path, base: Path, **changes) -> Path:
-    data = {**yaml.safe_load(base.read_text()), **changes}
+    """A copy of recipe `base` elsewhere, its shared eval block written in (its include is relative)."""
+    from sustain.train.eval_block import read_block
+
+    data = yaml.safe_load(base.read_text())
+    data = {**data, "eval": read_block(data.get("eval"), base.parent, str(base)), **changes}
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -50,21 +54,23 @@ def write_recipe(path: Path, base: Path, **changes) -> Path:
 def test_the_trainer_is_told_by_the_recipe_keys(tmp_path):
     assert [parse_any(str(r))[0] for r in DEMO] == ["sft", "grpo", "grpo"]
     both = tmp_path / "evalonly.yaml"  # what the training callback writes for an eval job
-    both.write_text("model_name_or_path: m\neval_limit: 3\n")
+    both.write_text("model_name_or_path: m\neval: {limit: 3}\n")
     with pytest.raises(UserError, match=r"both .* sft:.*evalonly.yaml"):
         parse_any(str(both))
     assert parse_any(f"grpo:{both}")[0] == "grpo"
-    assert parse_any(str(both), need_kind=False)[1][0].eval_limit == 3
+    assert parse_any(str(both), need_kind=False)[1][0].eval.limit == 3
 
 
 def test_write_applies_overrides_to_every_recipe_or_one_paradigm(tmp_path):
-    lines = write(["max_steps=3", "save_steps=2", "grpo:num_generations=2", "eval_tasks=[arith]"],
+    lines = write(["max_steps=3", "save_steps=2", "grpo:num_generations=2", "eval.limit=9"],
                   [str(DEMO[0]), str(tmp_path / "sft"), str(DEMO[1]), str(tmp_path / "grpo")])
     assert lines == ["sft 2", "grpo 2"]  # ceil(3 / 2) checkpoints each
     sft = yaml.safe_load((tmp_path / "sft" / "recipe.yaml").read_text())
     grpo = yaml.safe_load((tmp_path / "grpo" / "recipe.yaml").read_text())
     assert sft["output_dir"] == str(tmp_path / "sft") and grpo["output_dir"] == str(tmp_path / "grpo")
-    assert sft["max_steps"] == grpo["max_steps"] == 3 and sft["eval_tasks"] == ["arith"]
+    assert sft["max_steps"] == grpo["max_steps"] == 3
+    # the shared eval file is written into each run's recipe, with the override on top
+    assert sft["eval"] == grpo["eval"] == {**yaml.safe_load((ROOT / "recipes" / "demo" / "eval" / "sustain.yaml").read_text()), "limit": 9}
     assert grpo["num_generations"] == 2 and "num_generations" not in sft
 
 
@@ -72,8 +78,9 @@ def test_write_refuses_unknown_keys_and_evals_that_differ(tmp_path):
     with pytest.raises(UserError, match="unknown key 'bogus'"):
         write(["bogus=1"], [str(DEMO[0]), str(tmp_path / "sft")])
     assert not (tmp_path / "sft" / "recipe.yaml").exists()
-    other = write_recipe(tmp_path / "other.yaml", DEMO[0], eval_limit=7)
-    with pytest.raises(UserError, match="eval_limit: 7"):
+    other = write_recipe(tmp_path / "other.yaml", DEMO[0], eval={"include": str(ROOT / "recipes" / "demo" / "eval" / "sustain.yaml"),
+                                                                 "limit": 7})
+    with pytest.raises(UserError, match="limit: 7"):
         write([], [str(DEMO[0]), str(tmp_path / "a"), str(other), str(tmp_path / "b")])
 
 
@@ -210,7 +217,7 @@ def test_eval_array_skips_checkpoints_already_done(slurm, comparison, tmp_path):
     assert slurm.states(job) == {"COMPLETED"}
     assert done.read_text() == '{"sentinel": "computed before"}' and done.stat().st_mtime_ns == before
     computed = json.loads((run_dir / "eval" / "checkpoint-4" / "summary.json").read_text())
-    assert computed["accuracy"]["n"] == 8  # eval_limit from the recipe
+    assert computed["accuracy"]["n"] == 8  # the eval block's limit from the recipe
     assert "already done" in (tmp_path / "eval-0.out").read_text()
     assert "nothing to do: index 2" in (tmp_path / "eval-2.out").read_text()
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from sustain.eval.config import EvalConfig, from_dict
+from sustain.eval.pipeline import run_eval
 from test_train_sft import SFT_FLAGS, assert_evaluated, run_training, sustain_rows, train_env
 from wandb_offline import run_dirs
 
@@ -27,3 +29,11 @@ def test_sft_with_two_processes(tiny_model, tmp_path):
     assert_evaluated(out, [2, 4])
     assert len(run_dirs(tmp_path / "wandb_dir")) == 1  # only rank 0 reports to W&B
     assert sorted(sustain_rows(tmp_path / "wandb_dir")) == [2, 4]
+    # the inline eval ran on both ranks (a share each) and the merged records equal a one-rank eval
+    evaluated = out / "eval" / "checkpoint-4"
+    shares = [len((evaluated / "shards" / f"rank-{r}" / "baseline.jsonl").read_text().splitlines()) for r in (0, 1)]
+    assert shares == [4, 4]
+    cfg = json.loads((evaluated / "run.json").read_text())["config"]
+    run_eval(from_dict(EvalConfig, {**cfg, "out": str(tmp_path / "one-rank")}, "run.json"))
+    for merged in evaluated.glob("*.jsonl"):
+        assert merged.read_bytes() == (tmp_path / "one-rank" / merged.name).read_bytes(), merged.name

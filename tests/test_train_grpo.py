@@ -10,7 +10,7 @@ from wandb_offline import history, run_dirs
 
 GRPO_FLAGS = ["--dataset_size", "64", "--per_device_train_batch_size", "4", "--num_generations", "4",
               "--max_completion_length", "24", "--max_steps", "4", "--save_steps", "2", "--logging_steps", "1",
-              "--eval_limit", "8", "--eval_max_new_tokens", "24", "--eval_batch_size", "8"]
+              "--eval.limit", "8", "--eval.max_new_tokens", "24", "--eval.batch_size", "8"]
 
 
 def test_grpo_evaluates_every_checkpoint_and_logs_rewards_by_name(tiny_model, tmp_path):

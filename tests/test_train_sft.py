@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # small enough for seconds per run; 2 saves per run
 SFT_FLAGS = ["--dataset_size", "64", "--per_device_train_batch_size", "8", "--max_steps", "4", "--save_steps", "2",
-             "--logging_steps", "1", "--eval_limit", "8", "--eval_max_new_tokens", "24", "--eval_batch_size", "8"]
+             "--logging_steps", "1", "--eval.limit", "8", "--eval.max_new_tokens", "24", "--eval.batch_size", "8"]
 
 
 def train_env(tmp_path: Path, **extra) -> dict:
@@ -40,9 +40,9 @@ def sustain_rows(wandb_dir: Path) -> dict[int, dict]:
     rows = {}
     for run in run_dirs(wandb_dir):
         for row in history(run):
-            if "train/checkpoint_step" in row:
-                assert row["train/checkpoint_step"] not in rows, "a checkpoint was logged twice"
-                rows[row["train/checkpoint_step"]] = row
+            if "sustain/checkpoint_step" in row:
+                assert row["sustain/checkpoint_step"] not in rows, "a checkpoint was logged twice"
+                rows[row["sustain/checkpoint_step"]] = row
     return rows
 
 
@@ -63,12 +63,16 @@ def test_sft_evaluates_every_checkpoint_and_logs_at_its_step(tiny_model, tmp_pat
         summary = json.loads((out / "eval" / f"checkpoint-{step}" / "summary.json").read_text())
         assert row["sustain/accuracy"] == pytest.approx(summary["accuracy"]["value"])
         assert row["train/global_step"] == step
-        if summary["sustain"]["overall"]["value"] is not None:
-            assert row["sustain/score"] == pytest.approx(summary["sustain"]["overall"]["value"])
+        cell = summary["sustain"]["headline"]["arith"]["hard"]  # the headline: k=1, per task and family
+        if cell["value"] is not None:
+            assert row["sustain/score/arith/hard"] == pytest.approx(cell["value"])
+            assert row["sustain/control/arith/hard"] == pytest.approx(cell["control"]["value"])
         else:  # undefined is left out, never logged as 0
-            assert "sustain/score" not in row
+            assert "sustain/score/arith/hard" not in row
+        assert not any(key.startswith(("sustain/score/task", "sustain/score/k")) or key == "sustain/score"
+                       for key in row)  # nothing pooled over families or k
     # the tiny base solves arith, so a score is defined for at least one checkpoint
-    assert any("sustain/score" in row and "sustain/score/task/arith" in row for row in rows.values())
+    assert any("sustain/score/arith/hard" in row for row in rows.values())
     # the training curves are in the same run
     loss_steps = [r["train/global_step"] for run in run_dirs(tmp_path / "wandb_dir") for r in history(run) if "train/loss" in r]
     assert loss_steps == [1, 2, 3, 4]
@@ -110,9 +114,8 @@ def test_sbatch_mode_submits_each_checkpoint_once_without_waiting(tiny_model, tm
     evals = [out / "eval" / f"checkpoint-{s}" for s in (2, 4)]
     assert calls == [f"--parsable slurm/eval.slurm {out / e.name} {e} {e / 'eval_recipe.yaml'}" for e in evals]
     for s, e in zip((2, 4), evals):  # the job gets the effective settings, CLI overrides included
-        settings = yaml.safe_load((e / "eval_recipe.yaml").read_text())
-        assert settings["eval_mode"] == "sbatch" and settings["eval_limit"] == 8
-        assert settings["model_name_or_path"] == str(out / e.name)
+        settings = yaml.safe_load((e / "eval_recipe.yaml").read_text())["eval"]  # the eval block only
+        assert settings["limit"] == 8 and "model" not in settings and "out" not in settings
         job = json.loads((out / "eval" / f"checkpoint-{s}" / "job.json").read_text())
         assert job["job_id"] == "4242"
         assert not (out / "eval" / f"checkpoint-{s}" / "summary.json").exists()  # nothing ran inline
@@ -126,8 +129,9 @@ def test_sbatch_results_arriving_later_are_logged_at_their_checkpoint(tmp_path, 
 
     out = tmp_path / "run"
     summary = {"accuracy": {"value": 0.5, "lo": 0.2, "hi": 0.8, "n": 10},
-               "sustain": {"overall": {"value": 0.75, "lo": 0.4, "hi": 0.9, "n": 4}, "by_task": {"arith": {"value": 0.75}}},
-               "failures": {"reasoning": 1}, "failure_examples": [{"task": "arith", "item_id": "1", "class": "reasoning",
+               "sustain": {"headline": {"arith": {"hard": {"value": 0.75, "lo": 0.4, "hi": 0.9, "n": 4,
+                                                           "control": {"value": 1.0, "lo": 0.5, "hi": 1.0, "n": 4}}}}},
+               "constrained_runs": 4, "failures": {"reasoning": 1}, "failure_examples": [{"task": "arith", "item_id": "1", "class": "reasoning",
                                                                    "constraint": "c", "output": "o"}]}
     (out / "eval" / "checkpoint-10").mkdir(parents=True)
     (out / "eval" / "checkpoint-10" / "summary.json").write_text(json.dumps(summary))
@@ -142,9 +146,12 @@ def test_sbatch_results_arriving_later_are_logged_at_their_checkpoint(tmp_path, 
         assert log_finished(out, run) == []  # already logged to this run
     finally:
         run.finish()
-    (row,) = [r for d in run_dirs(tmp_path) for r in history(d) if "sustain/score" in r]
-    assert row["train/checkpoint_step"] == 10 and row["sustain/score"] == 0.75 and row["sustain/score_n"] == 4
-    assert row["sustain/score/task/arith"] == 0.75 and row["sustain/failures/reasoning"] == 1
+    (row,) = [r for d in run_dirs(tmp_path) for r in history(d) if "sustain/score/arith/hard" in r]
+    assert row["sustain/checkpoint_step"] == 10 and row["sustain/score/arith/hard"] == 0.75
+    assert row["sustain/score/arith/hard_n"] == 4 and row["sustain/control/arith/hard"] == 1.0
+    # failures: the share of constrained runs of solved items, with its count and interval
+    assert row["sustain/failures/reasoning"] == 0.25 and row["sustain/failures/reasoning_count"] == 1
+    assert row["sustain/failures/reasoning_lo"] < 0.25 < row["sustain/failures/reasoning_hi"]
     assert row["sustain/failure_examples"]["_type"] == "table-file"
 
 

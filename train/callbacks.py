@@ -1,8 +1,9 @@
 """Evaluate every saved checkpoint with the SustainScore pipeline and put the results in W&B.
 
 eval_mode (recipe):
-  inline  rank 0 runs sustain.eval.pipeline.run_eval on the checkpoint inside the training process while the
-          other ranks wait at a barrier; results land in <output_dir>/eval/checkpoint-N/.
+  inline  the checkpoint is evaluated inside the training processes: with N ranks each rank runs the
+          pipeline on its 1/N of the items (sustain.eval.shards) and rank 0 merges the records and
+          writes the summary; results land in <output_dir>/eval/checkpoint-N/.
   sbatch  rank 0 submits `sbatch --parsable slurm/eval.slurm <checkpoint> <eval dir> <recipe>` and
           goes on training; the job id is kept in <eval dir>/job.json.
   none    nothing.
@@ -14,10 +15,10 @@ The robustness curve belongs next to the loss and reward curves it explains, in 
 already open, and a run group of one training run plus N eval runs makes every comparison a
 cross-run query. Two things make this safe:
   * Steps. W&B's own step only moves forward, and an sbatch eval finishes while training has
-    moved on. So sustain metrics carry their checkpoint step as a metric, `train/checkpoint_step`,
-    declared as their x-axis with define_metric("sustain/*", step_metric="train/checkpoint_step"),
-    and are logged without an explicit step; a result that arrives late still plots at its
-    checkpoint.
+    moved on. So sustain metrics carry their checkpoint step as a metric, `sustain/checkpoint_step`,
+    declared as their x-axis, and are logged without an explicit step; a result that arrives late
+    still plots at its checkpoint. The keys and the axis are the one scheme `sustain report` uses
+    too (sustain.eval.report.wandb_log).
   * One writer at a time. W&B has no safe concurrent writers to one run (offline runs cannot even
     be merged), so eval jobs never touch W&B. While training runs, the trainer's rank 0 is the
     only writer: it logs inline results at once and picks up finished sbatch summaries (a stat per
@@ -41,10 +42,12 @@ from transformers import TrainerCallback
 
 from sustain.eval.checkpoints import checkpoint_dirs, checkpoint_step
 from sustain.eval.errors import UserError, argument_parser
+from sustain.eval.report import wandb_log as scheme
 from sustain.eval.records import write_json_atomic
 from sustain.eval.run_files import read_json_file
 
-from sustain.train.config import EvalArguments, key_values
+from sustain.train import eval_block
+from sustain.train.config import EvalArguments
 
 SUMMARY = "summary.json"
 JOB = "job.json"
@@ -95,35 +98,28 @@ class SustainEvalCallback(TrainerCallback):
                 _define_metrics(run)
                 write_json_atomic(eval_root(args.output_dir) / RUN_FILE,
                                   {"id": run.id, "project": run.project, "entity": run.entity})
-            if self.cfg.eval_mode == "inline":
-                self.finish_interrupted(args.output_dir)
-        if self.cfg.eval_mode == "inline" and args.world_size > 1:
-            from accelerate import PartialState
+        if self.cfg.eval_mode == "inline":
+            self.finish_interrupted(args)
 
-            PartialState().wait_for_everyone()
-
-    def finish_interrupted(self, output_dir: str) -> None:
-        """A kill during a checkpoint's inline eval: no on_save comes again for it, so resume it now."""
-        for checkpoint in checkpoint_dirs(output_dir):
-            out = eval_root(output_dir) / checkpoint.name
-            if not (out / SUMMARY).exists() and checkpoint_problem(checkpoint) is None:
-                self.evaluate(checkpoint, out)
+    def finish_interrupted(self, args) -> None:
+        """A kill during a checkpoint's inline eval: no on_save comes again for it, so resume it now
+        (every rank, since each holds a share of the items)."""
+        for checkpoint in checkpoint_dirs(args.output_dir):
+            out = eval_root(args.output_dir) / checkpoint.name
+            if checkpoint_problem(checkpoint) is None:
+                self.evaluate(checkpoint, out, args)
 
     def on_save(self, args, state, control, **kwargs):
         if self.cfg.eval_mode == "none":
             return
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         out = eval_root(args.output_dir) / checkpoint.name
+        if self.cfg.eval_mode == "inline":
+            self.evaluate(checkpoint, out, args)
+        elif state.is_world_process_zero:
+            self.submit(checkpoint, out)
         if state.is_world_process_zero:
-            if self.cfg.eval_mode == "inline":
-                self.evaluate(checkpoint, out)
-            else:
-                self.submit(checkpoint, out)
             log_finished(args.output_dir)
-        if self.cfg.eval_mode == "inline" and args.world_size > 1:
-            from accelerate import PartialState
-
-            PartialState().wait_for_everyone()  # the other ranks wait for rank 0's eval
 
     def on_log(self, args, state, control, **kwargs):
         if self.cfg.eval_mode == "sbatch" and state.is_world_process_zero:
@@ -141,20 +137,28 @@ class SustainEvalCallback(TrainerCallback):
     # -- the two modes
 
     def eval_config(self, checkpoint: Path, out: Path):
-        from sustain.eval.pipeline import EvalConfig
+        """The recipe's eval block, pointed at this checkpoint and its eval folder."""
+        return eval_block.per_checkpoint(self.cfg.eval, checkpoint, out)
 
-        c = self.cfg
-        return EvalConfig(model=str(checkpoint), tasks=list(c.eval_tasks), out=str(out), backend=c.eval_backend,
-                          limit=c.eval_limit, k_max=c.eval_k_max, families=list(c.eval_families), seed=c.eval_seed,
-                          max_new_tokens=c.eval_max_new_tokens, batch_size=c.eval_batch_size,
-                          attention=c.eval_attention, data={k: str(v) for k, v in key_values(c.eval_data).items()})
-
-    def evaluate(self, checkpoint: Path, out: Path) -> dict | None:
+    def evaluate(self, checkpoint: Path, out: Path, args=None) -> dict | None:
+        """Every rank evaluates its share of the items; rank 0 merges them (records identical to a
+        one-rank eval) and writes the summary. One rank: the plain pipeline."""
         if (out / SUMMARY).exists():
-            return None  # evaluated before a restart
-        from sustain.eval.pipeline import run_eval
+            return None  # evaluated before a restart (every rank sees the same shared folder)
+        cfg = self.eval_config(checkpoint, out)
+        if args is None or args.world_size == 1:
+            from sustain.eval.pipeline import run_eval
 
-        return run_eval(self.eval_config(checkpoint, out))
+            return run_eval(cfg)
+        from accelerate import PartialState
+
+        from sustain.eval.shards import merge_shards, run_shard
+
+        run_shard(cfg, args.process_index, args.world_size)
+        PartialState().wait_for_everyone()
+        summary = merge_shards(cfg, args.world_size) if args.process_index == 0 else None
+        PartialState().wait_for_everyone()  # no rank starts the next step before the summary exists
+        return summary
 
     def submit(self, checkpoint: Path, out: Path) -> str | None:
         """Submit the checkpoint's eval job; a missing sbatch or a refused job is a warning, not a crash."""
@@ -168,7 +172,7 @@ class SustainEvalCallback(TrainerCallback):
                 self._warned_no_sbatch = True
             return None
         # the effective settings (recipe + CLI overrides), not the recipe file: overrides must reach the job
-        recipe = str(self._write_eval_recipe(out, checkpoint))
+        recipe = str(self._write_eval_recipe(out))
         cmd = [sbatch, "--parsable", *self.cfg.eval_sbatch_args, self.cfg.eval_slurm_script,
                str(checkpoint.resolve()), str(out.resolve()), recipe]
         try:  # sbatch only queues the job: it returns at once, so training is not held up
@@ -185,16 +189,13 @@ class SustainEvalCallback(TrainerCallback):
                                       "submitted_at": time.time()})
         return job_id
 
-    def _write_eval_recipe(self, out: Path, checkpoint: Path) -> Path:
-        """Hand the eval job the effective eval settings as YAML."""
-        import dataclasses
-
+    def _write_eval_recipe(self, out: Path) -> Path:
+        """Hand the eval job the effective eval block as a recipe holding only that block."""
         import yaml
 
         path = out / "eval_recipe.yaml"
         out.mkdir(parents=True, exist_ok=True)
-        fields = {f.name: getattr(self.cfg, f.name) for f in dataclasses.fields(EvalArguments)}
-        path.write_text(yaml.safe_dump({"model_name_or_path": str(checkpoint), **fields}), encoding="utf-8")
+        path.write_text(yaml.safe_dump({eval_block.KEY: eval_block.settings(self.cfg.eval)}), encoding="utf-8")
         return path
 
 
@@ -215,43 +216,16 @@ _DEFINED: set[str] = set()  # run ids whose sustain axis is declared (log_finish
 def _define_metrics(run) -> None:
     if run.id in _DEFINED:
         return
-    run.define_metric("train/checkpoint_step")
-    run.define_metric("sustain/*", step_metric="train/checkpoint_step")
+    scheme.define_axis(run)
     _DEFINED.add(run.id)
 
 
-def _stat(metrics: dict, key: str, stat, with_interval: bool = False) -> None:
-    """Add a {value, lo, hi, n} statistic; an undefined value (None, with a reason) is left out."""
-    if isinstance(stat, dict) and "value" not in stat and "overall" in stat:
-        stat = stat["overall"]
-    if not isinstance(stat, dict) or stat.get("value") is None:
-        return
-    metrics[key] = stat["value"]
-    if with_interval:
-        for part in ("lo", "hi", "n"):
-            if stat.get(part) is not None:
-                metrics[f"{key}_{part}"] = stat[part]
-
-
 def wandb_metrics(summary: dict, step: int) -> dict:
-    """Flat W&B metrics of one checkpoint's summary.json, keyed to its checkpoint step."""
+    """One checkpoint's summary.json as a W&B row of the shared scheme (sustain/<metric> with _lo, _hi, _n):
+    the SustainScore only per task and family at k=1 (sustain/score/<task>/<family>)."""
     # train/global_step too: the trainer's W&B integration plots "*" against it, so either axis
     # puts the point at its checkpoint.
-    m: dict = {"train/checkpoint_step": step, "train/global_step": step}
-    sustain = summary.get("sustain") or {}
-    _stat(m, "sustain/score", sustain.get("overall"), with_interval=True)
-    for group, prefix in (("by_task", "task"), ("by_category", "category"), ("by_family", "family"), ("by_k", "k")):
-        for name, stat in (sustain.get(group) or {}).items():
-            _stat(m, f"sustain/score/{prefix}/{name}", stat)
-    _stat(m, "sustain/accuracy", summary.get("accuracy"), with_interval=True)
-    for name, stat in (summary.get("accuracy_by_task") or {}).items():
-        _stat(m, f"sustain/accuracy/task/{name}", stat)
-    _stat(m, "sustain/follow_rate", summary.get("follow_rate"))
-    _stat(m, "sustain/joint_rate", summary.get("joint_rate"))
-    _stat(m, "sustain/attention_gap", (summary.get("attention") or {}).get("gap"))
-    for failure_class, count in (summary.get("failures") or {}).items():
-        m[f"sustain/failures/{failure_class}"] = count
-    return m
+    return {**scheme.checkpoint_row(scheme.summary_points(summary, step), step), "train/global_step": step}
 
 
 def failure_table(summary: dict):

@@ -11,17 +11,17 @@ On a machine without CUDA the recipe is run on the CPU with bf16 and gradient ch
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from sustain.eval.config import EvalConfig, load_yaml, unknown_key_error
 from sustain.eval.errors import UserError, run_entry
-from sustain.eval.generators import DEFAULT_BACKEND
 from sustain.eval.generators.gguf import converted_folder, gguf_file
 from sustain.eval.tasks import DEFAULT_TASK, TASKS
+from sustain.train import eval_block
 
 EVAL_MODES = ("none", "inline", "sbatch")
 # gradient_checkpointing is transformers' deprecated alias of activation_checkpointing: set both.
@@ -63,21 +63,14 @@ class DataArguments:
 
 @dataclass
 class EvalArguments:
-    """The per-checkpoint SustainScore eval (train/callbacks.py)."""
+    """How training runs the per-checkpoint SustainScore eval (train/callbacks.py). What the eval does is
+    the recipe's `eval:` block, an EvalConfig (train/eval_block.py)."""
 
     eval_mode: str = field(default="none", metadata={"help": "none | inline | sbatch"})
-    eval_tasks: list[str] = field(default_factory=lambda: [DEFAULT_TASK])
-    eval_limit: int | None = field(default=50, metadata={"help": "items per task (the eval's item budget)"})
-    eval_k_max: int = 1
-    eval_families: list[str] = field(default_factory=lambda: ["hard"])
-    eval_max_new_tokens: int = 4096
-    eval_batch_size: int = 16
-    eval_attention: bool = False
-    eval_seed: int = 0
-    eval_backend: str = DEFAULT_BACKEND
-    eval_data: list[str] = field(default_factory=list, metadata={"help": "task=path entries for local eval data"})
-    eval_slurm_script: str = "slurm/eval.slurm"
+    eval_slurm_script: str = field(default="slurm/eval.slurm", metadata={"help": "the sbatch script (eval_mode sbatch)"})
     eval_sbatch_args: list[str] = field(default_factory=list, metadata={"help": "extra sbatch flags"})
+    # From the recipe's eval: block and --eval.KEY flags; not an argparse field.
+    eval: EvalConfig = field(default_factory=EvalConfig, init=False)
 
 
 @dataclass
@@ -111,28 +104,18 @@ def script_arguments(kind: str):
 
 
 def _load_recipe(path: str) -> dict:
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"recipe not found: {path}", "pass --config path/to/recipe.yaml")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}", "fix the syntax of that file") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} must hold a flat mapping of key: value", "write one key: value per line")
-    return data
+    return load_yaml(path, "recipe")
 
 
 def _unknown_key_error(key: str, valid: Sequence[str], where: str, kind: str) -> UserError:
-    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
-    hint = f"did you mean {' or '.join(close)}? " if close else ""
-    return UserError(
-        f"unknown key {key!r} in {where}",
-        f"{hint}valid keys are the fields of the {kind} script arguments, ModelConfig and "
-        f"{_trainer_config(kind).__name__}, listed by `sustain train {kind} --help`",
-    )
+    name = key[len("eval_"):]
+    if key.startswith("eval_") and name in {f.name for f in dataclasses.fields(EvalConfig)}:
+        return UserError(f"unknown key {key!r} in {where}", f"eval settings are EvalConfig keys in the recipe's "
+                         f"eval: block (eval: {{{name}: ...}}), or the flag --eval.{name}")
+    return unknown_key_error(key, list(valid), where,
+                             f"valid keys are the fields of the {kind} script arguments, ModelConfig and "
+                             f"{_trainer_config(kind).__name__}, listed by `sustain train {kind} --help`, and "
+                             f"{eval_block.KEY} (EvalConfig keys, `sustain eval --help`)")
 
 
 def _bad_value(message: str, kind: str):
@@ -160,10 +143,13 @@ def parse_recipe(kind: str, argv: Sequence[str] | None = None):
 
     types_ = (script_arguments(kind), _trainer_config(kind), ModelConfig)
     # allow_abbrev=False: a misspelt flag is an error, not silently taken as the key it prefixes
-    parser = TrlParser(types_, prog=f"sustain train {kind}", allow_abbrev=False)
+    parser = TrlParser(types_, prog=f"sustain train {kind}", allow_abbrev=False,
+                       epilog="The per-checkpoint eval's settings are the recipe's eval: block of EvalConfig keys "
+                              "(`sustain eval --help`); --eval.KEY VALUE overrides one.")
     parser.error = lambda message: _bad_value(message, kind)  # argparse would print its 170-line usage
     args = list(sys.argv[1:] if argv is None else argv)
     valid = _valid_keys(types_)
+    eval_flags = eval_block.split_flags(args)
 
     recipe_path, values = None, {}
     if "--config" in args:
@@ -175,9 +161,13 @@ def parse_recipe(kind: str, argv: Sequence[str] | None = None):
         values = _load_recipe(recipe_path)
         for key, value in (values.pop("env", None) or {}).items():
             os.environ[key] = str(value)  # TrlParser's `env:` block
+        block = eval_block.read_block(values.pop(eval_block.KEY, None), Path(recipe_path).parent, recipe_path)
         for key in values:
             if key not in valid:
                 raise _unknown_key_error(key, valid, recipe_path, kind)
+    else:
+        block = {}
+    eval_config = eval_block.to_config({**block, **eval_flags}, recipe_path or "the command line")
 
     if not cuda_available():
         changed = {k: v for k, v in CPU_OVERRIDES.items() if values.get(k, v) != v}
@@ -196,9 +186,11 @@ def parse_recipe(kind: str, argv: Sequence[str] | None = None):
         key = (flags[0] if flags else rest[0]).lstrip("-").split("=")[0]
         raise _unknown_key_error(key, valid, "the command line", kind)
     script_args, training_args, model_args = parsed
+    script_args.eval = eval_config
     _check(script_args, model_args)
     _check_training(training_args)
-    check_eval_settings(script_args, training_args.output_dir)
+    if script_args.eval_mode != "none":
+        eval_block.check_at_start(eval_config, training_args.output_dir, recipe_path or "the command line")
     script_args.recipe = recipe_path
     return script_args, training_args, model_args
 
@@ -208,11 +200,9 @@ def _check(script_args, model_args) -> None:
         raise UserError(f"unknown eval_mode {script_args.eval_mode!r}", f"use one of: {', '.join(EVAL_MODES)}")
     if not model_args.model_name_or_path:
         raise UserError("no model given", "set model_name_or_path in the recipe or pass --model_name_or_path")
-    if script_args.eval_limit is not None and script_args.eval_limit < 0:  # else it fails only at the first checkpoint
-        raise UserError(f"eval_limit must be >= 0, got {script_args.eval_limit}", "set eval_limit to 0 or more, or null for all items")
-    for entry in [*script_args.eval_data, *script_args.task_options]:
+    for entry in script_args.task_options:
         if "=" not in entry:
-            raise UserError(f"expected key=value, got {entry!r}", "write e.g. TASK=/data/test.jsonl")
+            raise UserError(f"expected key=value, got {entry!r}", "write e.g. digits=2")
     # A PEFT adapter stores its base model path as given: make local paths absolute.
     local = Path(model_args.model_name_or_path).expanduser()
     if local.exists():
@@ -272,7 +262,6 @@ def _check_training(training_args) -> None:
         value = getattr(training_args, key, None)
         if isinstance(value, float) and (not math.isfinite(value) or value < 0):
             raise UserError(f"{key} must be a finite number >= 0, got {value}", f"set {key} to a number like 1e-5")
-    check_wandb_login(getattr(training_args, "report_to", None) or [])
 
 
 def check_wandb_login(report_to) -> None:
@@ -292,26 +281,6 @@ def check_wandb_login(report_to) -> None:
         pass
     raise UserError("report_to includes wandb, but no W&B key is set and WANDB_MODE is not offline",
                     "export WANDB_API_KEY (or run `wandb login`), set WANDB_MODE=offline, or use report_to: none")
-
-
-def check_eval_settings(script_args, output_dir: str) -> None:
-    """A recipe's per-checkpoint eval settings, checked at training start (not at the first checkpoint):
-    every setting, and each task's data loads."""
-    if script_args.eval_mode == "none":
-        return
-    from sustain.eval.tasks import open_task
-    from sustain.eval.validate import validate_eval_config
-    from sustain.train.callbacks import SustainEvalCallback
-
-    cfg = SustainEvalCallback(script_args).eval_config(Path(output_dir) / "checkpoint-0", Path(output_dir) / "eval")
-    cfg = validate_eval_config(cfg, check_model=False)
-    for name in cfg.tasks:
-        task = open_task(name, cfg)
-        try:
-            if not task.load(cfg.split, cfg.limit):
-                raise UserError(f"eval task {name!r} has no items (limit {cfg.limit})", "check eval_data and eval_limit")
-        finally:
-            task.close()
 
 
 def key_values(entries: Sequence[str]) -> dict:

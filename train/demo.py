@@ -40,7 +40,7 @@ DEMO_BASE = {
 }
 QUICK_BASE: dict = {}  # TinyConfig's defaults: the model the tests' tiny_model fixture caches
 
-QUICK_EVAL = ("--eval_limit", "12", "--eval_batch_size", "12")
+QUICK_EVAL = ("--eval.limit", "12", "--eval.batch_size", "12")
 QUICK_STEPS = ("--max_steps", "4", "--save_steps", "2", "--logging_steps", "1")
 QUICK_GRPO = ("--per_device_train_batch_size", "8", "--num_generations", "4", "--max_completion_length", "24")
 
@@ -53,10 +53,10 @@ class Paradigm:
     what: str  # one line for the display and run_info.json
     quick: tuple[str, ...]  # recipe overrides for --quick
 
-    def argv(self, base: Path, out: Path, quick: bool) -> list[str]:
+    def argv(self, base: Path, out: Path, quick: bool, extra: tuple[str, ...] = ()) -> list[str]:
         # the step bar is the display (transformers turns it off when its log level is above warning)
         return ["--config", str(RECIPES / self.recipe), "--model_name_or_path", str(base),
-                "--output_dir", str(out / self.name), "--disable_tqdm", "false", *(self.quick if quick else ())]
+                "--output_dir", str(out / self.name), "--disable_tqdm", "false", *(self.quick if quick else ()), *extra]
 
 
 PARADIGMS = (
@@ -87,9 +87,10 @@ tests, W&B) and a toy analog of the paper's observation. Appending a constraint 
 already satisfies makes the model lose solved items: the follow rate stays near 1, the items are lost
 to corrupted arithmetic, i.e. interference with the task itself. When this demo was designed, the same
 model pretrained on plain prompts only kept none of 200 solved items (SustainScore 0.000
-[0.000, 0.019]); the instruction-pretrained base keeps about 0.7. From there, SFT on plain prompts
-erodes that robustness, answer-rewarded GRPO on plain prompts leaves it about where it was, and GRPO
-that rewards solving under such constraints raises it.
+[0.000, 0.019]); the instruction-pretrained base keeps about 0.7. All three paradigms train with the
+same optimiser, learning rate, steps and sequences per step, so the curves compare paradigms, not
+tunings; how far they move, and in which order, is this run's to show (one training seed: the spread
+over seeds is benchmarks/bench_demo_seeds.py's).
 
 **What it does not show.** Nothing quantitative about real LLMs: this model follows no instruction in
 any real sense (it has learnt to ignore appended text of familiar shapes, or not), and which
@@ -181,10 +182,10 @@ def build_base(quick: bool, status: list) -> Path:
     return ensure_tiny_base(cache_dir(), progress=True, **options)
 
 
-def parse(paradigm: Paradigm, base: Path, out: Path, quick: bool):
+def parse(paradigm: Paradigm, base: Path, out: Path, quick: bool, extra: tuple[str, ...] = ()):
     from sustain.train.config import parse_recipe
 
-    return parse_recipe(paradigm.kind, paradigm.argv(base, out, quick))
+    return parse_recipe(paradigm.kind, paradigm.argv(base, out, quick, extra))
 
 
 def eval_callback(script_args):
@@ -256,16 +257,17 @@ def report_mode() -> str | None:
 
 
 def headline(report_json: Path) -> list[str]:
-    """SustainScore at step 0 and at the last checkpoint, per paradigm, for the closing lines."""
+    """SustainScore (k=1, per task and family) at step 0 and at the last checkpoint, per paradigm."""
     from sustain.eval.scoring import fmt
 
     report = json.loads(report_json.read_text())
     lines = []
     for name, points in report["series"].items():
-        done = [p for p in points.get("sustain", []) if p["value"] is not None]
-        if done:
-            lines.append(f"  {name}: SustainScore step {done[0]['step']} {fmt(done[0])} -> "
-                         f"step {done[-1]['step']} {fmt(done[-1])}")
+        for cell in report["cells"]:
+            done = [p for p in points.get(f"score/{cell}", []) if p["value"] is not None]
+            if done:
+                lines.append(f"  {name}: SustainScore {cell} step {done[0]['step']} {fmt(done[0])} -> "
+                             f"step {done[-1]['step']} {fmt(done[-1])}")
     return lines
 
 
@@ -288,8 +290,10 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def run_demo(out: Path, quick: bool = False) -> Path:
-    """Every stage (skipping finished work); returns the path of report.md."""
+def run_demo(out: Path, quick: bool = False, seed: int | None = None) -> Path:
+    """Every stage (skipping finished work); returns the path of report.md. seed: every paradigm's
+    training seed (the recipes' `seed`), for runs over several seeds (benchmarks/bench_demo_seeds.py)."""
+    extra = ("--seed", str(seed)) if seed is not None else ()
     import torch
 
     out = out.resolve()
@@ -310,17 +314,17 @@ def run_demo(out: Path, quick: bool = False) -> Path:
                        if not quick else "the test suite's default tiny model") as status:
         base = build_base(quick, status)
         display.console.print(f"model: {base}")
-    parsed = {p.name: parse(p, base, out, quick) for p in PARADIGMS}
+    parsed = {p.name: parse(p, base, out, quick, extra) for p in PARADIGMS}
     check_same_eval(parsed)
     first = parsed[PARADIGMS[0].name][0]
-    with display.stage("base eval", f"SustainScore of the base model on {first.eval_limit} held-out items: step 0") as status:
+    with display.stage("base eval", f"SustainScore of the base model on {first.eval.limit} held-out items: step 0") as status:
         eval_base(base, out, first, status)
     for paradigm in PARADIGMS:
         _, training_args, _ = parsed[paradigm.name]
         detail = (f"{paradigm.what}\n{training_args.max_steps} steps, a checkpoint and its eval every "
                   f"{training_args.save_steps}")
         with display.stage(paradigm.name, detail) as status:
-            run_paradigm(paradigm, base, out, quick, status)
+            run_paradigm(paradigm, base, out, quick, status, extra)
     with display.stage("report") as status:
         from sustain.eval.report.build import build_report
 
@@ -335,7 +339,7 @@ def run_demo(out: Path, quick: bool = False) -> Path:
     return md
 
 
-def run_paradigm(paradigm: Paradigm, base: Path, out: Path, quick: bool, status: list) -> None:
+def run_paradigm(paradigm: Paradigm, base: Path, out: Path, quick: bool, status: list, extra: tuple[str, ...] = ()) -> None:
     """Train (resuming from the last checkpoint), then evaluate any checkpoint a kill left unevaluated."""
     from sustain.train.callbacks import eval_root
 
@@ -344,13 +348,13 @@ def run_paradigm(paradigm: Paradigm, base: Path, out: Path, quick: bool, status:
         status[0] = "already trained and evaluated"
         return
     write_run_info(paradigm, base, out)
-    module = importlib.import_module(f"train.{paradigm.kind}")  # train.sft | train.grpo: run(...)
+    module = importlib.import_module(f"sustain.train.{paradigm.kind}")  # sft | grpo: run(...)
     with own_wandb_run():
         # parsed again: parse_recipe's objects are consumed by the trainer (model_init_kwargs, ...)
-        module.run(*parse(paradigm, base, out, quick))
+        module.run(*parse(paradigm, base, out, quick, extra))
     leftover = unevaluated(output_dir)
     if leftover:
-        callback = eval_callback(parse(paradigm, base, out, quick)[0])
+        callback = eval_callback(parse(paradigm, base, out, quick, extra)[0])
         for checkpoint in leftover:
             callback.evaluate(checkpoint, eval_root(output_dir) / checkpoint.name)
 
@@ -359,8 +363,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argument_parser(prog="sustain demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/demo", help="demo folder (default runs/demo); rerun to resume")
     parser.add_argument("--quick", action="store_true", help="every stage on a few steps and items (tests)")
+    parser.add_argument("--seed", type=int, default=None, help="training seed of every paradigm (default: the recipes')")
     args = parser.parse_args(argv)
-    run_demo(Path(args.out), quick=args.quick)
+    run_demo(Path(args.out), quick=args.quick, seed=args.seed)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Evaluate saved models with a recipe's eval settings (eval_* keys): the Python side of slurm/eval.slurm.
+"""Evaluate saved models with a recipe's eval block: the Python side of slurm/eval.slurm.
 
     sustain eval-checkpoint CHECKPOINT OUT RECIPE
         one model folder: a checkpoint, or the base model (the comparison driver writes that one to
@@ -9,20 +9,22 @@
 
 Idempotent: a folder that already holds summary.json is left untouched ("already done"), and an
 index past the last checkpoint is not an error (an array is sized before training ends).
-The settings come from SustainEvalCallback.eval_config, so an eval job scores a checkpoint exactly
-as the in-training (inline) eval would.
+The settings are the recipe's eval block (train/eval_block.py, read without a full SFT/GRPO recipe
+parse), pointed at each checkpoint as the in-training (inline) eval does.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from sustain.eval.checkpoints import checkpoint_dirs
+from sustain.eval.config import EvalConfig
 from sustain.eval.errors import UserError, argument_parser
 
-from sustain.train.callbacks import SUMMARY, SustainEvalCallback, eval_root
+from sustain.train import eval_block
+from sustain.train.callbacks import SUMMARY, eval_root
 from sustain.train.config import run_main
 
-EVAL_ONLY_FIX = "pass the recipe the run was trained with (its eval_* keys set the eval)"
+EVAL_ONLY_FIX = "pass the recipe the run was trained with (its eval: block sets the eval)"
 
 
 def run_checkpoints(output_dir: str | Path) -> list[Path]:
@@ -33,13 +35,10 @@ def run_checkpoints(output_dir: str | Path) -> list[Path]:
     return checkpoint_dirs(root)
 
 
-def eval_callback(recipe: str) -> SustainEvalCallback:
-    from sustain.train.recipe_value import parse_any
-
+def eval_settings(recipe: str) -> EvalConfig:
     if not Path(recipe).is_file():
         raise UserError(f"recipe not found: {recipe}", EVAL_ONLY_FIX)
-    script_args = parse_any(recipe, need_kind=False)[1][0]
-    return SustainEvalCallback(script_args)
+    return eval_block.recipe_eval_config(recipe)
 
 
 def already_done(out: str | Path) -> bool:
@@ -49,10 +48,10 @@ def already_done(out: str | Path) -> bool:
     return summary.exists()
 
 
-def evaluate(model: str | Path, out: str | Path, callback: SustainEvalCallback) -> None:
+def evaluate(model: str | Path, out: str | Path, config: EvalConfig) -> None:
     from sustain.eval.pipeline import run_eval
 
-    run_eval(callback.eval_config(Path(model), Path(out)))
+    run_eval(eval_block.per_checkpoint(config, model, out))
     print(f"evaluated {model} -> {Path(out) / SUMMARY}")
 
 
@@ -68,9 +67,9 @@ def evaluate_run(output_dir: str | Path, recipe: str, index: int | None = None) 
         checkpoints = [checkpoints[index]]
     todo = [c for c in checkpoints if not already_done(eval_root(output_dir) / c.name)]
     if todo:
-        callback = eval_callback(recipe)  # parsed only when there is work: an idle array task stays fast
+        config = eval_settings(recipe)  # read only when there is work: an idle array task stays fast
         for checkpoint in todo:
-            evaluate(checkpoint, eval_root(output_dir) / checkpoint.name, callback)
+            evaluate(checkpoint, eval_root(output_dir) / checkpoint.name, config)
     return len(todo)
 
 
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
                         "or --run OUTPUT_DIR --recipe RECIPE [--index I]")
     model, out, recipe = args.positional
     if not already_done(out):
-        evaluate(model, out, eval_callback(recipe))
+        evaluate(model, out, eval_settings(recipe))
 
 
 if __name__ == "__main__":

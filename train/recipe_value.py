@@ -5,24 +5,26 @@
     sustain recipe-value write [--set KEY=VALUE ...] SRC RUN_DIR [SRC RUN_DIR ...]
 
 `write` is the comparison driver's: it writes RUN_DIR/recipe.yaml, the recipe SRC with the overrides
-(`--set NAME:KEY=VALUE` only in the run whose folder is named NAME) and `output_dir: RUN_DIR`, validates
-it (unknown keys and bad values fail here, before anything is queued), checks that the recipes agree on
-their eval settings (else the curves are not comparable), and prints one line per recipe: "KIND SAVES", SAVES being how many checkpoints the run leaves in
+(`--set NAME:KEY=VALUE` only in the run whose folder is named NAME; `--set eval.KEY=VALUE` sets a key
+of the eval block), its eval block written out in full (an included file is copied in, so the run
+folder holds what ran) and `output_dir: RUN_DIR`, validates it and the eval block (unknown keys and
+bad values fail here, before anything is queued), checks that the recipes agree on their eval
+block (else the curves are not comparable),
+and prints one line per recipe: "KIND SAVES", SAVES being how many checkpoints the run leaves in
 RUN_DIR (0 when that depends on the data size).
 A recipe does not name its trainer: its keys do (reward_funcs is GRPO-only, max_length SFT-only);
 write `sft:PATH` or `grpo:PATH` where a recipe parses as both.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 from pathlib import Path
 
 from sustain.eval.errors import UserError, argument_parser
 
-from sustain.train.config import (EvalArguments, _load_recipe, _trainer_config, _valid_keys, parse_recipe, run_main,
-                          script_arguments)
+from sustain.train import eval_block
+from sustain.train.config import _load_recipe, _trainer_config, _valid_keys, parse_recipe, run_main, script_arguments
 
 KINDS = ("sft", "grpo")
 
@@ -36,7 +38,7 @@ def split_kind(spec: str) -> tuple[str | None, str]:
 def parse_any(spec: str, need_kind: bool = True) -> tuple[str, tuple]:
     """(kind, parse_recipe's triple) for the one trainer whose arguments accept the recipe.
 
-    need_kind=False (eval jobs, which read only the eval_* keys): the first trainer that accepts it.
+    need_kind=False: the first trainer that accepts it.
     """
     kind, path = split_kind(spec)
     if kind:
@@ -61,10 +63,13 @@ def unknown_keys(path: str, kind: str) -> list[str]:
     from trl import ModelConfig
 
     valid = set(_valid_keys((script_arguments(kind), _trainer_config(kind), ModelConfig)))
-    return [k for k in _load_recipe(path) if k not in valid and k != "env"]
+    return [k for k in _load_recipe(path) if k not in valid and k not in ("env", eval_block.KEY)]
 
 
 def value(triple: tuple, key: str):
+    head, dot, sub = key.partition(".")
+    if dot and head == eval_block.KEY and hasattr(triple[0].eval, sub):
+        return getattr(triple[0].eval, sub)
     for args in triple:
         if hasattr(args, key):
             return getattr(args, key)
@@ -82,22 +87,32 @@ def max_saves(training_args) -> int:
 
 
 def merged_recipe(path: str, pairs: list[str], run_name: str) -> dict:
-    """The recipe's YAML mapping with [NAME:]KEY=VALUE overrides (values read as YAML: 4 -> int, [a, b] -> list)."""
+    """The recipe's YAML mapping, its eval block written out, with [NAME:]KEY=VALUE overrides (values
+    read as YAML: 4 -> int, [a, b] -> list; eval.KEY sets a key of the eval block)."""
     import yaml
 
     data = _load_recipe(path)
+    data[eval_block.KEY] = eval_block.read_block(data.get(eval_block.KEY), Path(path).parent, path)
     for pair in pairs:
         target, sep, val = pair.partition("=")
         name, _, key = target.rpartition(":")
         if not sep or not key:
             raise UserError(f"expected [NAME:]KEY=VALUE, got {pair!r}", "write e.g. --set max_steps=4 or --set sft:max_steps=4")
-        if not name or name == run_name:
-            data[key] = yaml.safe_load(val) if val else val
+        if name and name != run_name:
+            continue
+        parsed = yaml.safe_load(val) if val else val
+        head, dot, sub = key.partition(".")
+        if dot and head == eval_block.KEY:
+            data[eval_block.KEY][sub] = parsed
+        else:
+            data[key] = parsed
     return data
 
 
 def eval_settings(script_args) -> dict:
-    return {f.name: getattr(script_args, f.name) for f in dataclasses.fields(EvalArguments) if f.name != "eval_mode"}
+    """What makes two evals the same eval: the whole eval block (the slurm script and sbatch flags say
+    where it runs, not what it measures)."""
+    return eval_block.settings(script_args.eval)
 
 
 def check_same_eval(recipes: dict[str, dict]) -> None:
@@ -108,7 +123,7 @@ def check_same_eval(recipes: dict[str, dict]) -> None:
         if diff:
             k = diff[0]
             raise UserError(f"{path} and {first} evaluate differently ({k}: {settings[k]!r} vs {ref[k]!r})",
-                            f"give the recipes the same eval_* keys or pass --set {k}=VALUE")
+                            f"give the recipes the same eval block (one shared file) or pass --set eval.{k}=VALUE")
 
 
 def warn_pruned_checkpoints(src: str, script_args, training_args) -> None:
@@ -139,6 +154,8 @@ def write(pairs: list[str], specs: list[str]) -> list[str]:
         except UserError as exc:
             out.unlink()
             raise UserError(f"with the --set overrides, {exc.problem}", exc.fix) from None
+        if script_args.eval_mode == "none":  # else parse_recipe checked it; evals after training need it too
+            eval_block.check_at_start(script_args.eval, training_args.output_dir, str(out))
         evals[src] = eval_settings(script_args)
         warn_pruned_checkpoints(src, script_args, training_args)
         lines.append(f"{kind} {max_saves(training_args)}")

@@ -17,23 +17,24 @@ def compatible(a: Constraint, b: Constraint) -> bool:
 
 
 def choose_constraints(kept: list[Constraint], k: int, seed: int) -> list[Constraint] | None:
-    """k pairwise-compatible constraints in a seeded random order, or None when no such set exists."""
+    """The first k of one seeded chain of pairwise-compatible constraints, or None when the chain is shorter.
+
+    The chain does not depend on k, so the sets are nested: with one seed, the k=2 set holds the k=1
+    constraint, the k=3 set the k=2 ones, and so on (the scale analysis compares k on one item set,
+    and raising k_max later leaves the smaller sets as they were). The chain walks a seeded order and
+    takes each constraint compatible with those already taken.
+    """
     if k < 1:
         return None
     order = sorted(kept, key=lambda c: c.id)  # independent of the caller's order
     random.Random(seed).shuffle(order)
-
-    def extend(chosen: list[Constraint], start: int) -> list[Constraint] | None:
-        if len(chosen) == k:
-            return chosen
-        for i in range(start, len(order) - (k - len(chosen)) + 1):  # leave room for the rest
-            if all(compatible(order[i], c) for c in chosen):
-                found = extend(chosen + [order[i]], i + 1)
-                if found:
-                    return found
-        return None
-
-    return extend([], 0)
+    chain: list[Constraint] = []
+    for c in order:
+        if all(compatible(c, other) for other in chain):
+            chain.append(c)
+            if len(chain) == k:
+                return chain
+    return None
 
 
 def render(constraints: list[Constraint]) -> str:

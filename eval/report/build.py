@@ -20,6 +20,7 @@ def assemble(inputs: list[Path], allow_mixed_settings: bool = False) -> tuple[di
     paradigms = collect([Path(p) for p in inputs])
     mixed = check_comparable(paradigms, allow_mixed_settings)
     task_names = curves.tasks(paradigms)
+    cell_names = curves.cells(paradigms)
     series = curves.build_series(paradigms)
     base = base_checkpoint(paradigms)
     pending = [{"paradigm": p.name, "step": c.step, "folder": str(c.folder), "reason": c.pending}
@@ -33,11 +34,12 @@ def assemble(inputs: list[Path], allow_mixed_settings: bool = False) -> tuple[di
                                                 "status": "done" if c.done else "pending"} for c in p.checkpoints]}
                       for p in paradigms},
         "tasks": task_names,
+        "cells": [f"{t}/{f}" for t, f in cell_names],
         "sandbox": {p.name: sorted({str(c.summary.get("sandbox")) for c in p.checkpoints if c.done and c.summary.get("sandbox")})
                     for p in paradigms},
         "series": series,
-        "base": None if base is None else curves.checkpoint_numbers(base, task_names),
-        "final": {p.name: curves.final_numbers(p, task_names) for p in paradigms},
+        "base": None if base is None else curves.checkpoint_numbers(base, cell_names),
+        "final": {p.name: curves.final_numbers(p, cell_names) for p in paradigms},
         "paired_tests": paired_tests(paradigms),
         "pending": pending,
         "undefined": curves.undefined_points(series),
@@ -70,7 +72,7 @@ def build_report(inputs: list[Path], out: Path, wandb_mode: str | None = None, p
         raise os_error("create the report folder", out, exc, flag="--out") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise os_error("write to", out, PermissionError(13, "Permission denied"), flag="--out")
-    report["plots"] = plots.all_plots(report["series"], report["tasks"], pending_steps, out)
+    report["plots"] = plots.all_plots(report["series"], report["cells"], pending_steps, out)
     md = out / "report.md"
     write_text_atomic(md, markdown.render(report, notes))
     write_json_atomic(out / "report.json", report)  # last: a report.json means the whole report is there

@@ -63,9 +63,12 @@ def _legend_notes(ax, any_gap: bool, any_pending: bool) -> None:
     ax.legend(handles, labels, fontsize=8, loc="best")
 
 
-def robustness_plot(series: dict, sustain_metric: str, accuracy_metric: str, title: str, path: Path,
-                    pending: dict[str, list[int]], colour: dict[str, str]) -> Path:
-    """SustainScore (top) and accuracy (bottom) against training step, every paradigm, 95% bands."""
+def robustness_plot(series: dict, cell: str, title: str, path: Path, pending: dict[str, list[int]],
+                    colour: dict[str, str]) -> Path:
+    """One (task, family) cell: SustainScore at k=1 with its control retention dashed (top) and the
+    task's accuracy (bottom) against training step, every paradigm, 95% bands."""
+    task = cell.split("/")[0]
+    sustain_metric, control_metric, accuracy_metric = f"score/{cell}", f"control/{cell}", f"accuracy/{task}"
     fig = Figure(figsize=(7.5, 6.5), dpi=DPI, layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     any_gap = any_pending = False
@@ -75,14 +78,18 @@ def robustness_plot(series: dict, sustain_metric: str, accuracy_metric: str, tit
             _curve(ax, points, colour[name], name)
             _pending(ax, pending.get(name, []), colour[name])
             any_gap |= any(p["value"] is None for p in points)
+        control = metrics.get(control_metric, [])
+        if any(p["value"] is not None for p in control):
+            top.plot([p["step"] for p in control], [_nan(p["value"]) for p in control], linestyle="--",
+                     color=colour[name], alpha=0.7, label=f"{name}: control (no constraint)")
         any_pending |= bool(pending.get(name))
-    top.set_ylabel("SustainScore")
+    top.set_ylabel("SustainScore (k=1)")
     bottom.set_ylabel("baseline accuracy")
     bottom.set_xlabel("training step (0 = base model)")
     for ax in (top, bottom):
         ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
-    top.set_title(f"{title}: solved-under-constraint / solved-at-baseline (95% bands)", fontsize=10)
+    top.set_title(f"{title}: solved under one constraint / solved at baseline (95% bands)", fontsize=10)
     _legend_notes(top, any_gap, any_pending)
     fig.savefig(path)
     return path
@@ -134,14 +141,14 @@ def failures_plot(series: dict, path: Path) -> Path:
     return path
 
 
-def all_plots(series: dict, task_names: list[str], pending: dict[str, list[int]], out: Path) -> dict[str, str]:
-    """Write every plot into out/; returns {plot id: file name relative to out}."""
+def all_plots(series: dict, cells: list[str], pending: dict[str, list[int]], out: Path) -> dict[str, str]:
+    """Write every plot into out/ (one robustness plot per task/family cell); returns {plot id: file name}."""
     colour = colours(list(series))
-    plots = {"overall": robustness_plot(series, "sustain", "accuracy", "All tasks", out / file_name("curves_overall"),
-                                        pending, colour)}
-    for task in task_names:
-        plots[f"task/{task}"] = robustness_plot(series, f"sustain/task/{task}", f"accuracy/task/{task}", task,
-                                                out / file_name(f"curves_{task}"), pending, colour)
+    plots = {}
+    for cell in cells:
+        task, family = cell.split("/")
+        plots[f"cell/{cell}"] = robustness_plot(series, cell, f"{task}, {family} constraints",
+                                                out / file_name(f"curves_{task}_{family}"), pending, colour)
     if any("attention_gap" in m for m in series.values()):
         plots["attention_gap"] = attention_plot(series, out / file_name("attention_gap"), colour)
     plots["failures"] = failures_plot(series, out / file_name("failures"))

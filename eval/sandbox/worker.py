@@ -30,6 +30,8 @@ PRELOAD = (
     "numbers operator random re statistics string typing"
 ).split()
 MAX_VERDICT = 1 << 20
+MEMORY_POLL_S = 0.05  # how often the programs' total memory is checked while they run
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 def main(config):
@@ -72,10 +74,10 @@ def run_job(job, number, config, protocol_fds):
     nonce = os.urandom(16).hex()  # made after the fork: no child's memory holds it
     os.write(nonce_w, nonce.encode())
     os.close(nonce_w)
-    raw, timed_out = _read_until(verdict_r, started + config["timeout_s"])
+    raw, stopped = _read_until(verdict_r, started + config["timeout_s"], config["limits"]["memory_bytes"])
     os.close(verdict_r)
     _kill_all()
-    result = _verdict(raw, nonce, timed_out)
+    result = _verdict(raw, nonce, stopped)
     result["stdout"], out_size = _tail(os.path.join(workdir, "stdout"), config["tail_bytes"])
     result["stderr"], err_size = _tail(os.path.join(workdir, "stderr"), config["tail_bytes"])
     if not result["passed"] and max(out_size, err_size) >= config["limits"]["file_bytes"]:
@@ -86,9 +88,11 @@ def run_job(job, number, config, protocol_fds):
     return result
 
 
-def _verdict(raw, nonce, timed_out):
-    if timed_out:
+def _verdict(raw, nonce, stopped):
+    if stopped == "timeout":
         return {"passed": False, "reason": "timeout", "message": ""}
+    if stopped == "memory":
+        return {"passed": False, "reason": "memory", "message": "its processes together exceeded the memory limit"}
     try:
         verdict = json.loads(raw)
     except ValueError:
@@ -102,24 +106,42 @@ def _verdict(raw, nonce, timed_out):
     }
 
 
-def _read_until(fd, deadline):
-    """Everything written to fd until EOF; (data, True) if the deadline came first."""
+def _read_until(fd, deadline, memory_cap):
+    """Everything written to fd until EOF, and why it stopped early: None, "timeout" or "memory"
+    (the program's processes together hold more than memory_cap bytes: RLIMIT_AS binds each process
+    alone, so a fork of many big processes is caught here)."""
     import select
 
     chunks, size = [], 0
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            return b"".join(chunks), True
-        ready, _, _ = select.select([fd], [], [], left)
+            return b"".join(chunks), "timeout"
+        ready, _, _ = select.select([fd], [], [], min(left, MEMORY_POLL_S))
         if not ready:
+            if _resident_bytes() > memory_cap:
+                return b"".join(chunks), "memory"
             continue
         chunk = os.read(fd, 65536)
         if not chunk:
-            return b"".join(chunks), False
+            return b"".join(chunks), None
         size += len(chunk)
         if size <= MAX_VERDICT:
             chunks.append(chunk)
+
+
+def _resident_bytes():
+    """Resident memory of every other process in this pid namespace (statm is readable even for
+    the non-dumpable runner and host)."""
+    me, pages = str(os.getpid()), 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and entry != me:
+            try:
+                with open(f"/proc/{entry}/statm", "rb") as fh:
+                    pages += int(fh.read().split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    return pages * PAGE_BYTES
 
 
 def _become(uid):

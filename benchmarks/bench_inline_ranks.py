@@ -1,0 +1,72 @@
+"""Inline checkpoint eval on N ranks vs rank 0 alone, as in a training job on one CPU node.
+
+Each rank is a process with one torch thread (what torchrun gives each rank by default), loads the
+checkpoint itself and runs the pipeline on its share of the items (sustain.eval.shards); rank 0 then
+merges the records. Baseline: rank 0 evaluating every item while the others wait. Also checks that
+the merged records are byte-identical to rank 0's one-rank records. Prints one JSON line.
+
+    python benchmarks/bench_inline_ranks.py [--model DIR] [--ranks 2] [--items 48]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = """
+import json, sys, torch
+torch.set_num_threads(1)
+from sustain.eval.config import EvalConfig
+from sustain.eval.pipeline import run_eval
+from sustain.eval.shards import run_shard
+cfg = EvalConfig(**json.loads(sys.argv[1]))
+rank, world = int(sys.argv[2]), int(sys.argv[3])
+run_eval(cfg) if world == 1 else run_shard(cfg, rank, world)
+"""
+
+
+def timed_ranks(cfg: dict, world: int) -> float:
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1")
+    start = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(cfg), str(rank), str(world)], env=env)
+             for rank in range(world)]
+    if any(p.wait() for p in procs):
+        raise SystemExit("a rank failed")
+    if world > 1:
+        from sustain.eval.config import EvalConfig
+        from sustain.eval.shards import merge_shards
+
+        merge_shards(EvalConfig(**cfg), world)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model folder (default: the cached tiny base model)")
+    parser.add_argument("--ranks", type=int, default=2)
+    parser.add_argument("--items", type=int, default=48)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    args = parser.parse_args()
+    model = args.model
+    if model is None:
+        from sustain.train.tiny import ensure_tiny_base
+
+        model = str(ensure_tiny_base(Path(os.environ.get("SUSTAIN_CACHE_DIR", ROOT / ".cache")) / "tiny-models"))
+    with tempfile.TemporaryDirectory() as tmp:
+        base = dict(model=model, tasks=["arith"], limit=args.items, k_max=2, max_new_tokens=args.max_new_tokens,
+                    batch_size=8)
+        one = timed_ranks({**base, "out": f"{tmp}/one"}, 1)
+        many = timed_ranks({**base, "out": f"{tmp}/many"}, args.ranks)
+        same = all((Path(tmp, "one", p.name).read_bytes() == p.read_bytes()) for p in Path(tmp, "many").glob("*.jsonl"))
+    print(json.dumps({"ranks": args.ranks, "items": args.items, "rank0_alone_s": round(one, 2),
+                      "all_ranks_s": round(many, 2), "ratio": round(many / one, 3), "records_identical": same}))
+
+
+if __name__ == "__main__":
+    main()
