@@ -134,8 +134,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
                 raise ValueError
             return hint(number)
         except (TypeError, ValueError, OverflowError):
-            kind = "a whole number" if hint is int else "a number"
-            raise UserError(f"config key {name!r} must be {kind}, got {_shown(value)}", f"write {name}: 1") from None
+            kind = " (a whole number)" if hint is int else ""
+            raise UserError(f"config key {name!r} must be a number{kind}, got {_shown(value)}", f"write {name}: 1") from None
     if hint is str:
         if isinstance(value, (dict, list)):
             raise UserError(f"config key {name!r} must be text, got {value!r}", f"write {name}: some-text")

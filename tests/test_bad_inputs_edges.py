@@ -72,7 +72,7 @@ CASES = {
     "max-new-tokens 0": (lambda d, m, o: ev(m, "--max-new-tokens", "0", "--out", o), ["max_new_tokens must be >= 1"]),
     "request-retries -1": (lambda d, m, o: ev(m, "--request-retries", "-1", "--out", o), ["request_retries must be >= 0"]),
     "limit .inf in yaml": (lambda d, m, o: ["eval", "--config", str(d / "inf_limit.yaml"), "--out", o], ["'limit' must be a finite number"]),
-    "limit 2.5 in yaml": (lambda d, m, o: ["eval", "--config", str(d / "float_limit.yaml"), "--out", o], ["'limit' must be a whole number"]),
+    "limit 2.5 in yaml": (lambda d, m, o: ["eval", "--config", str(d / "float_limit.yaml"), "--out", o], ["'limit' must be a number (a whole number), got 2.5"]),
     "temperature nan": (lambda d, m, o: ev(m, "--temperature", "nan", "--out", o), ["'temperature' must be a finite number"]),
     "temperature -inf": (lambda d, m, o: ev(m, "--temperature=-inf", "--out", o), ["'temperature' must be a finite number"]),
     "temperature negative": (lambda d, m, o: ev(m, "--temperature", "-0.5", "--out", o), ["temperature must be >= 0.0"]),
@@ -276,6 +276,7 @@ def test_report_out_under_a_file(tmp_path, capsys):
 
 
 def test_an_item_the_grader_cannot_handle_fails_alone_with_its_reason():
+    from sustain.eval.generators import Generation
     from sustain.eval.pipeline import grade_safely
     from sustain.eval.tasks import Grade, Item, Task
 
@@ -289,7 +290,8 @@ def test_an_item_the_grader_cannot_handle_fails_alone_with_its_reason():
             return Grade(item.gold.lower() == output, output, 1.0, {})  # a number as gold breaks .lower()
 
     items = [Item("0", "q", "yes"), Item("1", "q", 1984), Item("2", "q", "no")]
-    grades = grade_safely(Fragile(), items, ["yes", "1984", "no"])
+    outputs = [Generation(text, "stop", 1) for text in ("yes", "1984", "no")]
+    grades = grade_safely(Fragile(), items, outputs)
     assert [g.success for g in grades] == [True, False, True]
     assert grades[1].detail["reason"] == "grading error" and "AttributeError" in grades[1].detail["error"]
 
