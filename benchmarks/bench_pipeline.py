@@ -4,6 +4,8 @@ The limit is 1.0 (nothing but generation); goal <= 1.10. Model loading is exclud
 is the same fixed cost with or without the pipeline) and reported separately.
 
     .venv/bin/python benchmarks/bench_pipeline.py [--items 200] [--k-max 2]
+    nice -n 5 .venv/bin/python benchmarks/bench_pipeline.py --model real --task gsm8k --items 16 --k-max 1 \
+        --max-new-tokens 128 --batch-size 16     # the real model (make real-model)
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from pathlib import Path
 from sustain.eval.config import EvalConfig
 from sustain.eval.generators import Generator, make_generator
 from sustain.eval.pipeline import run_eval
+
+from bench_cpu_generation import shared_data  # noqa: E402  (this folder is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,12 +40,19 @@ class TimedGenerator(Generator):
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--model", default=None, help="model folder (default: the cached tiny base model)")
+    p.add_argument("--model", default=None, help="model folder, 'real' for the real model (make real-model); "
+                                                 "default: the cached tiny base model")
+    p.add_argument("--task", default="arith")
+    p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--items", type=int, default=200)
     p.add_argument("--k-max", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     a = p.parse_args()
-    if a.model is None:
+    if a.model == "real":
+        from sustain.real_model import gguf_path
+
+        a.model = str(gguf_path())
+    elif a.model is None:
         from sustain.train.tiny import ensure_tiny_base
 
         a.model = str(ensure_tiny_base(ROOT / ".cache" / "tiny-models"))
@@ -49,12 +60,12 @@ def main() -> None:
     timed = TimedGenerator(make_generator("hf", model=a.model))
     load_s = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = EvalConfig(model=a.model, tasks=["arith"], limit=a.items, out=tmp, k_max=a.k_max,
-                         max_new_tokens=48, batch_size=a.batch_size)
+        cfg = EvalConfig(model=a.model, tasks=[a.task], data=shared_data(), limit=a.items, out=tmp, k_max=a.k_max,
+                         max_new_tokens=a.max_new_tokens, batch_size=a.batch_size)
         started = time.perf_counter()
         summary = run_eval(cfg, generator=timed)
         wall = time.perf_counter() - started
-    print(f"arith, {a.items} items, k=1..{a.k_max}: accuracy {summary['accuracy']['value']:.3f}, "
+    print(f"{a.task}, {a.items} items, k=1..{a.k_max}: accuracy {summary['accuracy']['value']:.3f}, "
           f"{summary['constrained_runs']} constrained runs, {timed.calls} generate() calls")
     print(f"  model load {load_s:.2f} s (excluded)")
     print(f"  full eval wall {wall:.2f} s, generation {timed.seconds:.2f} s")

@@ -3,7 +3,7 @@
 (GSM8K: lm-evaluation-harness's "strict-match" and "flexible-extract")."""
 from __future__ import annotations
 
-from sustain.eval.scoring import grouped, proportion
+from sustain.eval.scoring import fmt, grouped, proportion
 
 # A baseline truncation rate above this biases the solved set toward short outputs: say so.
 TRUNCATION_WARNING = 0.05
@@ -32,6 +32,12 @@ def truncation(base: list[dict], constrained: list[dict], seed: int = 0) -> dict
         out["warning"] = (f"{value:.1%} of baseline generations hit max_new_tokens: the solved set leans toward "
                           "short outputs; raise max_new_tokens")
     return out
+
+
+def truncation_line(figures: dict) -> str:
+    """One console line: the truncation rates at baseline and under constraints (and the warning)."""
+    line = f"truncated    baseline {fmt(figures['baseline'])}; constrained {fmt(figures['constrained'])}"
+    return line + (f"\n  warning: {figures['warning']}" if figures.get("warning") else "")
 
 
 def accuracy_by_filter(base: list[dict], seed: int = 0) -> dict:

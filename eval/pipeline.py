@@ -5,7 +5,7 @@ Each stage reads and writes the run folder; every item of every stage is one rec
 records. summary.json is derived from the records alone.
 
   run.json          the settings that made the records (a different model is refused) and a
-                    fingerprint of each task's loaded items
+                    fingerprint of each task's loaded items (identity.data_fingerprint)
   baseline.jsonl    condition "base": the plain run; each record holds its item's content hash, so
                     a changed data file in the same folder is refused
   constraints.jsonl condition "extract:<family>": candidate constraints with self-evidence verdicts
@@ -177,21 +177,23 @@ class Pipeline:
                         f"run folder {self.out} was made with {key}={theirs[key]!r}, not {mine[key]!r}",
                         "choose a new --out for this model/setting, or delete the folder to start over",
                     )
-        data = {name: data_fingerprint(items.values()) for name, items in self.items.items()}
-        write_json_atomic(self.out / "run.json", {"identity": mine, "config": asdict(self.cfg), "sandbox": self.sandbox_mode,
-                                                  "data": data})
+        # the loaded items' content, per task: the records' own hashes refuse changed data above; this
+        # one lets a report tell the same data under other paths from other data (report/comparable.py)
+        mine["data_fingerprint"] = {name: data_fingerprint(items.values()) for name, items in self.items.items()}
+        write_json_atomic(self.out / "run.json", {"identity": mine, "config": asdict(self.cfg), "sandbox": self.sandbox_mode})
 
     # -- resources, created only when a stage has work to do ------------------------------------
-    def _make(self, backend: str, model: str, base_url: str | None, chat_template_kwargs: dict | None = None) -> Generator:
+    def _make(self, backend: str, model: str, base_url: str | None, chat_template_kwargs: dict | None = None,
+              **extra) -> Generator:
         # chat_template_kwargs: e.g. enable_thinking=false for a thinking extractor or judge
         return open_generator(backend, model, base_url=base_url, api_key_env=self.cfg.api_key_env,
                               timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.request_retries,
-                              chat_template_kwargs=template_options(chat_template_kwargs) or None)
+                              chat_template_kwargs=template_options(chat_template_kwargs) or None, **extra)
 
     @property
     def generator(self) -> Generator:
         if self._generator is None:
-            self._generator = self._make(self.cfg.backend, self.cfg.model, self.cfg.base_url)
+            self._generator = self._make(self.cfg.backend, self.cfg.model, self.cfg.base_url, dtype=self.cfg.dtype)
         return self._generator
 
     @property

@@ -27,8 +27,8 @@ def write_summary(out: str | Path) -> dict:
                         k_max=config.get("k_max"))
     summary["model"] = identity_value(meta, "model", out)
     summary["sandbox"] = meta.get("sandbox")  # the isolation model-written code ran under (None: no code task)
-    if "data" in meta:
-        summary["data"] = meta["data"]
+    if meta["identity"].get("data_fingerprint"):
+        summary["data_fingerprint"] = meta["identity"]["data_fingerprint"]
     soft = soft_summary(extracted, constrained)
     if soft is not None:  # where every LLM-written constraint went; empty and unparseable replies included
         summary["soft_constraints"] = soft

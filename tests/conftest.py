@@ -12,14 +12,18 @@ SHARED_DATA = Path(os.environ.get("SUSTAIN_SHARED_DATA", ROOT.parent / "shared" 
 IN_CI = bool(os.environ.get("CI"))
 
 
+def missing(msg: str) -> None:
+    """Something CI provides is absent: fail in CI, skip with the message (how to get it) elsewhere."""
+    if IN_CI:
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
 def need_data(relpath: str) -> Path:
     """A file under ../shared/data: fails in CI when missing, skips with a message elsewhere."""
     path = SHARED_DATA / relpath
     if not path.exists():
-        msg = f"benchmark data missing: {path} (CI provides ../shared/data)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+        missing(f"benchmark data missing: {path} (CI provides ../shared/data)")
     return path
 
 
@@ -35,10 +39,7 @@ def need_command(cmd: str, debian_package: str) -> str:
     """A system command: fails in CI when missing, skips with the install command elsewhere."""
     found = shutil.which(cmd)
     if not found:
-        msg = f"{cmd} not found: apt-get install {debian_package}"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+        missing(f"{cmd} not found: apt-get install {debian_package}")
     return found
 
 

@@ -48,6 +48,19 @@ def test_greedy_output_does_not_depend_on_batching(untrained):
     assert len({g.text for g in alone}) > 1  # different prompts, different outputs: the test can fail
 
 
+def test_generate_options_reach_generate_and_static_cache_keeps_greedy_output(untrained):
+    cfg = SamplingConfig(max_new_tokens=12, batch_size=4)
+    default = [g.text for g in untrained.generate(CONVERSATIONS, cfg)]
+    untrained.generate_options = {"cache_implementation": "static"}
+    try:
+        assert [g.text for g in untrained.generate(CONVERSATIONS, cfg)] == default
+        untrained.generate_options = {"cache_implementation": "no-such-cache"}
+        with pytest.raises(ValueError):  # the option does reach model.generate
+            untrained.generate(CONVERSATIONS[:1], cfg)
+    finally:
+        untrained.generate_options = {}
+
+
 def test_length_limit_and_stop_strings(untrained):
     full = untrained.generate(CONVERSATIONS[:1], SamplingConfig(max_new_tokens=16))[0]
     assert (full.finish_reason, full.n_tokens) == ("length", 16)

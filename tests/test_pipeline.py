@@ -93,6 +93,20 @@ def test_folder_of_another_model_is_refused(finished_run, tmp_path):
         run_eval(config(tmp_path / "other-model", out), generator=NoCalls())
 
 
+def test_dtype_loads_the_model_in_that_dtype_and_a_folder_of_another_dtype_is_refused(tiny_model, tmp_path):
+    import torch
+
+    from sustain.eval.pipeline import Pipeline
+
+    pipe = Pipeline(config(tiny_model, tmp_path / "eval", dtype="bfloat16"))  # claims the folder, generates nothing
+    try:
+        assert next(pipe.generator.model.parameters()).dtype == torch.bfloat16
+    finally:
+        pipe.close()
+    with pytest.raises(UserError, match="was made with dtype='bfloat16'"):
+        Pipeline(config(tiny_model, tmp_path / "eval", dtype="float32"), generator=NoCalls())
+
+
 def test_larger_k_max_computes_only_the_new_k(finished_run, tiny_model, tmp_path):
     out, _ = finished_run
     folder = tmp_path / "eval"
@@ -118,7 +132,8 @@ def test_changed_data_file_in_the_same_folder_is_refused(tiny_model, tmp_path):
     opts = dict(tasks=["gsm8k"], data={"gsm8k": str(data)}, limit=None, k_max=1, max_new_tokens=8)
     run_eval(config(tiny_model, tmp_path / "eval", **opts))
     meta = json.loads((tmp_path / "eval" / "run.json").read_text())
-    assert meta["data"]["gsm8k"]["items"] == 2 and len(meta["data"]["gsm8k"]["sha256"]) == 16
+    fingerprint = meta["identity"]["data_fingerprint"]["gsm8k"]
+    assert fingerprint["items"] == 2 and len(fingerprint["sha256"]) == 16
     gsm8k_file(data, ["What is 1 + 1?", "What is 3 + 3?", "What is 4 + 4?"])  # row 1 now asks another question
     with pytest.raises(UserError, match="holds gsm8k item 1 made from other data"):
         run_eval(config(tiny_model, tmp_path / "eval", **opts), generator=NoCalls())

@@ -157,8 +157,8 @@ def secret_flow(tiny_model, tmp_path_factory):
 
     run([*py, "sustain", "train", "sft", "--config", str(sft_recipe(tmp)), "--model_name_or_path", str(tiny_model),
          "--output_dir", str(tmp / "train"), "--dataset_size", "32", "--per_device_train_batch_size", "8", "--max_steps", "2",
-         "--save_steps", "2", "--logging_steps", "1", "--eval.limit", "4", "--eval.max_new_tokens", "24",
-         "--eval.batch_size", "4", "--eval_mode", "inline", "--report_to", "wandb"], env, logs, "train")
+         "--save_steps", "2", "--logging_steps", "1", "--eval.limit", "6", "--eval.max_new_tokens", "32",
+         "--eval.batch_size", "6", "--eval_mode", "inline", "--report_to", "wandb"], env, logs, "train")
     run([*py, "sustain", "report", str(tmp / "train"), str(tmp / "eval_hf"), "--out", str(tmp / "report"),
          "--wandb", "offline", "--wandb-project", "secrets"], dict(env, WANDB_DIR=str(tmp / "report_wandb")), logs, "report")
 

@@ -107,6 +107,8 @@ class HFGenerator(Generator):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.uses_plain_template = not self.tokenizer.chat_template
         self.chat_template_kwargs = dict(chat_template_kwargs or {})  # template options, e.g. enable_thinking=False
+        #: extra `model.generate` options (e.g. cache_implementation="static"); benchmarks compare them
+        self.generate_options: dict = {}
 
     def prompt_text(self, conversation: list[dict]) -> str:
         """The exact text the model is conditioned on for a conversation."""
@@ -149,6 +151,7 @@ class HFGenerator(Generator):
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if stops:
             kwargs.update(stop_strings=stops, tokenizer=self.tokenizer)
+        kwargs.update(self.generate_options)
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()

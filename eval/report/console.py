@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from sustain.eval.constraints.soft_summary import soft_line
+from sustain.eval.grading_figures import truncation_line
 from sustain.eval.scoring import fmt
 
 
@@ -45,6 +46,7 @@ def print_summary(summary: dict, out: str) -> None:
              f"code sandbox {summary.get('sandbox') or 'none (no code task)'}",
              f"accuracy     {fmt(summary['accuracy'])}"]
     lines += [f"  {task:<10} {fmt(score)}" for task, score in summary["accuracy_by_task"].items()]
+    lines += [truncation_line(summary["truncation"])] if summary.get("truncation") else []
     lines += headline_lines(summary) + scale_lines(summary)
     follow = [f"{t}/{f} {fmt(c['follow_rate'])}" for t, fs in summary["sustain"]["headline"].items()
               for f, c in fs.items()]
