@@ -192,11 +192,12 @@ def test_records_without_a_run_json_model_are_refused(tiny_model, tmp_path, caps
     out = tmp_path / "run"
     jsonl(out / "baseline.jsonl", [BASE_RECORD])
     write(out / "run.json", json.dumps({"identity": {"seed": 0}}))
+    # refused (by the missing model, or first by records made without a data fingerprint), never mixed
     assert sustain(ev(str(tiny_model), "--out", str(out))) == 2
-    assert_one_line_error(capsys.readouterr().err, "does not record the model")
+    assert_one_line_error(capsys.readouterr().err, "delete the folder to start over")
     (out / "run.json").unlink()
     assert sustain(ev(str(tiny_model), "--out", str(out))) == 2
-    assert_one_line_error(capsys.readouterr().err, "holds records but no run.json")
+    assert_one_line_error(capsys.readouterr().err, "delete the folder to start over")
     assert (out / "baseline.jsonl").read_text() == json.dumps(BASE_RECORD) + "\n"
 
 
