@@ -48,7 +48,7 @@ def check_text(name: str, value: str | None, flag: str | None = None, what: str 
     locale arrives with lone surrogates that no file can store)."""
     flag = flag or "--" + name.replace("_", "-")
     if value is None or not str(value).strip() or str(value).strip() in ("None", "null", "~"):
-        raise UserError(f"{name} is empty or null ({value!r})", f"pass {flag} {what}")
+        raise UserError(f"no {name} given: it is empty or null ({value!r})", f"pass {flag} {what}")
     try:
         str(value).encode("utf-8")
     except UnicodeEncodeError:
