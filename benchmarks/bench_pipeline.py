@@ -18,6 +18,8 @@ from sustain.eval.config import EvalConfig
 from sustain.eval.generators import Generator, make_generator
 from sustain.eval.pipeline import run_eval
 
+from bench_cpu_generation import shared_data  # noqa: E402  (this folder is on sys.path when run as a script)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -58,7 +60,7 @@ def main() -> None:
     timed = TimedGenerator(make_generator("hf", model=a.model))
     load_s = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = EvalConfig(model=a.model, tasks=[a.task], limit=a.items, out=tmp, k_max=a.k_max,
+        cfg = EvalConfig(model=a.model, tasks=[a.task], data=shared_data(), limit=a.items, out=tmp, k_max=a.k_max,
                          max_new_tokens=a.max_new_tokens, batch_size=a.batch_size)
         started = time.perf_counter()
         summary = run_eval(cfg, generator=timed)

@@ -16,7 +16,6 @@ import copy
 import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -26,13 +25,7 @@ from sustain.eval.generators.hf import HFGenerator
 from sustain.eval.tasks import open_task
 from sustain.real_model import FETCH_COMMAND, gguf_path
 
-SHARED = {"gsm8k": "gsm8k", "hotpotqa": "hotpotqa/dev_distractor_first103.jsonl"}
-
-
-def shared_data() -> dict[str, str]:
-    """The shared offline copies (SUSTAIN_SHARED_DATA, default /work/shared/data) where they exist."""
-    root = Path(os.environ.get("SUSTAIN_SHARED_DATA", "/work/shared/data"))
-    return {task: str(root / rel) for task, rel in SHARED.items() if (root / rel).exists()}
+from bench_cpu_generation import shared_data  # noqa: E402  (this folder is on sys.path when run as a script)
 
 # IFEval-style instructions like those the hard extractor renders; only their length matters here
 CONSTRAINTS = ["Answer in at most 80 words.", 'Include the keyword "evidence" in your response.',

@@ -51,6 +51,9 @@ class EvalConfig:
                                         "thousands (summary.json reports the truncation rate)")
     temperature: float = setting(0.0, "0 is greedy decoding")
     batch_size: int = setting(16, "prompts per generate call (and per record write)")
+    dtype: str = setting("auto", "weights' dtype for in-process backends (hf, vllm): auto | float32 | bfloat16 | "
+                                 "float16; bfloat16 on CPU generates faster but changes greedy outputs "
+                                 "(benchmarks/README.md)")
     f1_threshold: float | None = setting(None, "QA tasks: token F1 >= this counts as solved; unset = exact match")
     sandbox_workers: int = setting(4, "parallel sandbox workers for code tasks")
     sandbox: str = setting("auto", "where model-written code runs: auto (= bwrap, bubblewrap) | bwrap | "
@@ -78,7 +81,7 @@ class EvalConfig:
 
     # Settings that change records: a run folder made with other values is refused.
     IDENTITY = ("model", "backend", "base_url", "split", "seed", "max_new_tokens", "temperature", "position",
-                "categories", "soft_model", "judge_model", "f1_threshold")
+                "categories", "soft_model", "judge_model", "f1_threshold", "dtype")
 
     def identity(self) -> dict:
         return {k: getattr(self, k) for k in self.IDENTITY}

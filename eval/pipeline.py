@@ -37,20 +37,19 @@ from sustain.eval.summary import write_summary
 from sustain.eval.tasks import TASKS, Item, Task, open_task
 
 
-def drop_partial_batches(stores: list[RecordStore]) -> None:
-    """Drop the records of any batch with fewer records than its size (a kill between its writes),
-    so the resumed run regenerates that batch whole, with the layout an uninterrupted run had."""
-    found: dict[str, list[tuple[RecordStore, tuple]]] = {}
+def partial_batches(stores: list[RecordStore]) -> set:
+    """Keys of the written records of any batch with fewer records than its size (a kill between
+    its writes to two stores): the resumed run queues them again with the batch's missing jobs, so
+    the batch is regenerated whole, in the layout an uninterrupted run had (the written records are
+    kept: appending an existing key is a no-op)."""
+    found: dict[str, list] = {}
     sizes: dict[str, int] = {}
     for store in stores:
         for r in store:
             if "batch" in r:
-                found.setdefault(r["batch"]["id"], []).append((store, record_key(r)))
+                found.setdefault(r["batch"]["id"], []).append(record_key(r))
                 sizes[r["batch"]["id"]] = r["batch"]["size"]
-    for batch, members in found.items():
-        if len(members) < sizes[batch]:
-            for store in stores:
-                store.drop([key for s, key in members if s is store])
+    return {key for batch, keys in found.items() if len(keys) < sizes[batch] for key in keys}
 
 
 def gold_text(item: Item) -> str | None:
@@ -134,16 +133,17 @@ class Pipeline:
         write_json_atomic(meta, {"identity": mine, "config": asdict(self.cfg), "sandbox": self.sandbox_mode})
 
     # -- resources, created only when a stage has work to do ------------------------------------
-    def _make(self, backend: str, model: str, base_url: str | None, chat_template_kwargs: dict | None = None) -> Generator:
+    def _make(self, backend: str, model: str, base_url: str | None, chat_template_kwargs: dict | None = None,
+              **extra) -> Generator:
         # chat_template_kwargs: e.g. enable_thinking=false for a thinking extractor or judge
         return open_generator(backend, model, base_url=base_url, api_key_env=self.cfg.api_key_env,
                               timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.request_retries,
-                              chat_template_kwargs=template_options(chat_template_kwargs) or None)
+                              chat_template_kwargs=template_options(chat_template_kwargs) or None, **extra)
 
     @property
     def generator(self) -> Generator:
         if self._generator is None:
-            self._generator = self._make(self.cfg.backend, self.cfg.model, self.cfg.base_url)
+            self._generator = self._make(self.cfg.backend, self.cfg.model, self.cfg.base_url, dtype=self.cfg.dtype)
         return self._generator
 
     @property
@@ -210,7 +210,8 @@ class Pipeline:
         """jobs: (store, item, task name, record fields incl. messages), generated in this order in
         batches of batch_size (jobs of several stores may share a batch); graded; appended per batch."""
         bs = max(1, self.cfg.batch_size)
-        todo = [j for j in jobs if (j[2], j[1].id, j[3]["condition"]) not in j[0]]
+        again = partial_batches(list({id(j[0]): j[0] for j in jobs}.values()))
+        todo = [j for j in jobs if (key := (j[2], j[1].id, j[3]["condition"])) not in j[0] or key in again]
         if not todo:
             return
         for start in tqdm(range(0, len(todo), bs), desc=desc, unit="batch", leave=False):
@@ -226,7 +227,7 @@ class Pipeline:
                     grades[i] = g
             by_store: dict[int, tuple[RecordStore, list[dict]]] = {}
             # a batch spanning several stores is written store by store: its records carry the batch's
-            # id and size, so drop_partial_batches can redo a batch that a kill cut between two writes
+            # id and size, so partial_batches can redo a batch that a kill cut between two writes
             shared = len({id(j[0]) for j in chunk}) > 1
             batch = {"id": "|".join(map(str, (chunk[0][2], chunk[0][1].id, chunk[0][3]["condition"]))), "size": len(chunk)}
             for (store, item, task, fields), gen, grade in zip(chunk, gens, grades):
@@ -279,7 +280,6 @@ class Pipeline:
     def constrained_run(self) -> None:
         """Each solved item: a control re-run with no constraint, then k = 1..k_max nested constraint
         sets per family, queued together so the control shares its batches with the constrained runs."""
-        drop_partial_batches([self.constrained, self.control])
         jobs = []
         for r in self.solved():
             name, item = r["task"], self.items[r["task"]][r["item_id"]]

@@ -84,17 +84,6 @@ class RecordStore:
         for r in new:
             self._records[record_key(r)] = r
 
-    def drop(self, keys: Iterable[Key]) -> None:
-        """Remove records and rewrite the file atomically (e.g. the written part of a batch whose
-        other part, in another store, was cut by a kill: the whole batch is then redone)."""
-        keys = set(keys) & self._records.keys()
-        if not keys:
-            return
-        for key in keys:
-            del self._records[key]
-        write_text_atomic(self.path, "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n"
-                                             for r in self._records.values()))
-
     def _load_again(self) -> None:
         """After a failed write (e.g. a full disk) cut any partial line so the file stays valid."""
         self._records.clear()

@@ -93,6 +93,20 @@ def test_folder_of_another_model_is_refused(finished_run, tmp_path):
         run_eval(config(tmp_path / "other-model", out), generator=NoCalls())
 
 
+def test_dtype_loads_the_model_in_that_dtype_and_a_folder_of_another_dtype_is_refused(tiny_model, tmp_path):
+    import torch
+
+    from sustain.eval.pipeline import Pipeline
+
+    pipe = Pipeline(config(tiny_model, tmp_path / "eval", dtype="bfloat16"))  # claims the folder, generates nothing
+    try:
+        assert next(pipe.generator.model.parameters()).dtype == torch.bfloat16
+    finally:
+        pipe.close()
+    with pytest.raises(UserError, match="was made with dtype='bfloat16'"):
+        Pipeline(config(tiny_model, tmp_path / "eval", dtype="float32"), generator=NoCalls())
+
+
 def test_larger_k_max_computes_only_the_new_k(finished_run, tiny_model, tmp_path):
     out, _ = finished_run
     folder = tmp_path / "eval"
@@ -173,8 +187,8 @@ def test_soft_constraints_through_a_scripted_endpoint(tiny_model, tmp_path):
 
 def test_a_batch_cut_between_its_two_stores_is_redone_whole(tmp_path):
     """Control and constrained runs share batches but not files: a kill between the two writes
-    leaves half a batch, which is dropped so the resume regenerates the batch in its own layout."""
-    from sustain.eval.pipeline import drop_partial_batches
+    leaves half a batch, whose written records are queued again so the batch is regenerated whole."""
+    from sustain.eval.pipeline import partial_batches
 
     control, constrained = RecordStore(tmp_path / "control.jsonl"), RecordStore(tmp_path / "constrained.jsonl")
     whole, cut = {"id": "arith|0|control", "size": 2}, {"id": "arith|1|control", "size": 2}
@@ -182,10 +196,7 @@ def test_a_batch_cut_between_its_two_stores_is_redone_whole(tmp_path):
                     {"task": "arith", "item_id": "1", "condition": "control", "batch": cut}])
     constrained.append([{"task": "arith", "item_id": "0", "condition": "hard:k1", "batch": whole},
                         {"task": "arith", "item_id": "9", "condition": "hard:k3"}])  # a single-store batch
-    drop_partial_batches([constrained, control])
-    assert ("arith", "1", "control") not in control and ("arith", "0", "control") in control
-    assert len(constrained) == 2
-    assert [r["item_id"] for r in RecordStore(tmp_path / "control.jsonl")] == ["0"]  # the file is rewritten
+    assert partial_batches([constrained, control]) == {("arith", "1", "control")}
 
 
 def test_soft_judge_is_fixed_once_soft_records_exist(tmp_path):

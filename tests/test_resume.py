@@ -20,8 +20,10 @@ def sustain_eval(model: Path, out: Path, kill_at: int | None = None) -> subproce
     env.pop("SUSTAIN_KILL_AT_WRITE", None)
     if kill_at:
         env["SUSTAIN_KILL_AT_WRITE"] = str(kill_at)
+    # batch 8: a constrained batch is two writes (control.jsonl, constrained.jsonl), so this keeps the
+    # number of writes (and of kills to resume from) that single-store batches of 4 had
     cmd = [sys.executable, "-m", "sustain", "eval", "--model", str(model), "--tasks", "arith", "--limit", "24",
-           "--k-max", "2", "--max-new-tokens", "48", "--batch-size", "4", "--out", str(out)]
+           "--k-max", "2", "--max-new-tokens", "48", "--batch-size", "8", "--out", str(out)]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
