@@ -235,10 +235,15 @@ def report(args) -> str:
             summary, summary_ok = {}, False
             details.append(f"- {task}: summary failed: {type(exc).__name__}: {exc}")
         sustain = summary.get("sustain", {})
-        by_k = sustain.get("by_k", {})
+        headline = ((sustain.get("headline") or {}).get(task) or {}).get("hard")  # the k=1 headline, if reported
+        scale = (((sustain.get("scale") or {}).get(task) or {}).get("hard") or {}).get("by_k", {})
+        by_k = {**({"k1": headline} if headline else {}), **({"k2": scale["k2"]} if "k2" in scale else {})} \
+            or sustain.get("by_k", {})  # older summaries: one pooled by_k
+        if headline and "follow_rate" in headline:
+            summary.setdefault("follow_rate", headline["follow_rate"])
         gap = (summary.get("attention") or {}).get("gap")
         tps = p["gen_tokens"] / p["gen_wall_s"] if p["gen_wall_s"] else 0.0
-        overall = sustain.get("overall") or {}
+        overall = sustain.get("overall") or headline or {}
         no_score = _fmt(overall) if summary_ok and overall.get("value") is None else "-"  # the reason, once
         k1, k2 = (_fmt(by_k[k]) if k in by_k else no_score for k in ("k1", "k2"))
         gap_cell = _fmt(gap) if gap else "not run (no constrained records)" if summary_ok else "-"

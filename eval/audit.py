@@ -15,9 +15,10 @@ import random
 from pathlib import Path
 
 from sustain.eval.constraints.soft_summary import soft_state
-from sustain.eval.errors import UserError
+from sustain.eval.errors import UserError, os_error
 from sustain.eval.failures import analyse
 from sustain.eval.records import RecordStore
+from sustain.eval.run_files import open_records, records
 
 AUDIT_FIELDS = ("task", "item_id", "family", "category", "constraint_id", "constraint_text", "state",
                 "self_evident", "judge_reason", "error", "leak", "raw_reply", "extractor", "judge",
@@ -27,10 +28,17 @@ LONG_FIELDS = ("original_output", "constrained_output", "raw_reply")
 
 
 def _store(run: Path, name: str) -> RecordStore:
-    path = run / name
-    if not path.exists():
-        raise UserError(f"{path} not found", "run `sustain eval` into that folder first")
-    return RecordStore(path)
+    return open_records(run, name, must_exist=True)
+
+
+def _write_lines(path: Path, write) -> Path:
+    """Write an export beside the records; a read-only folder or a full disk is one line naming it."""
+    try:
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            write(fh)
+    except OSError as exc:
+        raise os_error("write", path, exc) from None
+    return path
 
 
 def _state(cand: dict) -> str:
@@ -41,10 +49,11 @@ def _state(cand: dict) -> str:
 
 def _runs_by_constraint(run: Path) -> dict[tuple, list[dict]]:
     """Constrained records by (task, item, constraint id); the k=1 run first (its outcome is this constraint's alone)."""
-    path = run / "constrained.jsonl"
     found: dict[tuple, list[dict]] = {}
-    for rec in RecordStore(path) if path.exists() else []:
+    for rec in records(run, "constrained.jsonl"):
         for c in rec.get("constraints") or []:
+            if not isinstance(c, dict) or not isinstance(c.get("id"), str):
+                continue
             found.setdefault((rec["task"], rec["item_id"], c["id"]), []).append(rec)
     for runs in found.values():
         runs.sort(key=lambda r: r.get("k", 0))
@@ -71,11 +80,14 @@ def audit_rows(run: str | Path) -> list[dict]:
     base = {(r["task"], r["item_id"]): r for r in _store(run, "baseline.jsonl")}
     used = _runs_by_constraint(run)
     rows = []
-    extracted = run / "constraints.jsonl"  # absent when no item was solved: no constraints, no rows
-    for rec in RecordStore(extracted) if extracted.exists() else []:
+    # constraints.jsonl is absent when no item was solved: no constraints, no rows
+    for rec in records(run, "constraints.jsonl"):
         output = (base.get((rec["task"], rec["item_id"])) or {}).get("output")
         for cand in rec.get("candidates") or []:
+            if not isinstance(cand, dict):
+                continue
             c = cand.get("constraint") or {}  # None when the extraction reply itself failed
+            c = c if isinstance(c, dict) else {}
             row = {"task": rec["task"], "item_id": rec["item_id"], "family": c.get("family", "soft"),
                    "category": c.get("category"), "constraint_id": c.get("id"), "constraint_text": c.get("text"),
                    "state": _state(cand), "self_evident": cand.get("self_evident"), "judge_reason": cand.get("reason"),
@@ -97,14 +109,16 @@ def export_audit(run: str | Path, n: int = 50, seed: int = 0, fmt: str = "csv") 
     sample = random.Random(seed).sample(rows, min(n, len(rows)))
     sample.sort(key=lambda r: (r["task"], str(r["item_id"]), r["constraint_id"] or ""))
     path = run / f"audit_n{n}_seed{seed}.{fmt}"
-    with path.open("w", newline="", encoding="utf-8") as fh:
+
+    def write(fh) -> None:
         if fmt == "csv":
             w = csv.DictWriter(fh, fieldnames=AUDIT_FIELDS)
             w.writeheader()
             w.writerows(sample)
         else:
             fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in sample)
-    path.with_suffix(".html").write_text(audit_html(sample, run, len(rows)), encoding="utf-8")
+    _write_lines(path, write)
+    _write_lines(path.with_suffix(".html"), lambda fh: fh.write(audit_html(sample, run, len(rows))))
     return path
 
 
@@ -141,7 +155,5 @@ def export_failures(run: str | Path) -> Path:
     run = Path(run)
     solved = {(r["task"], r["item_id"]) for r in _store(run, "baseline.jsonl") if r["success"]}
     result = analyse(list(_store(run, "constrained.jsonl")), solved, max_examples=10**9)
-    path = run / "failures.jsonl"
-    with path.open("w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in result["examples"])
-    return path
+    return _write_lines(run / "failures.jsonl",
+                        lambda fh: fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in result["examples"]))

@@ -8,7 +8,7 @@ import sys
 import typing
 
 from sustain.eval.config import EvalConfig, from_dict, load_yaml
-from sustain.eval.errors import run_entry
+from sustain.eval.errors import UserError, argument_parser, run_entry
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
@@ -79,9 +79,25 @@ def cmd_report(args) -> None:
 
 def _layer_list(text: str) -> list[int]:
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        layers = list(dict.fromkeys(int(v) for v in text.split(",") if v.strip()))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected layer numbers like 0,1 - got {text!r}") from None
+    if any(layer < 0 for layer in layers):
+        raise argparse.ArgumentTypeError(f"layer numbers start at 0 - got {text!r}")
+    return layers
+
+
+def _number(kind, lo, hi=None):
+    """An argparse type: a finite number of `kind` within [lo, hi]."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")) or value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"expected a number from {lo} to {hi if hi is not None else 'any'}, got {text!r}")
+        return value
+    return parse
 
 
 def cmd_attention(args) -> None:
@@ -99,12 +115,17 @@ def cmd_attention(args) -> None:
                  "layers": tuple(args.ablation_layers) if args.ablation_layers is not None else None}
     settings = dataclasses.replace(AblationSettings.from_config(cfg),
                                    **{k: v for k, v in overrides.items() if v is not None})
-    generator = local_generator(cfg)  # loaded once, shared by both stages
-    try:
-        attention = run_attention_stage(args.run, generator, layers=layers, batch_size=args.batch_size)
-        ablation = run_ablation_stage(args.run, generator, settings) if args.ablation else None
-    finally:
-        generator.close()
+    from sustain.eval.run_files import RunLock
+    from sustain.eval.validate import validate_eval_config
+
+    validate_eval_config(dataclasses.replace(cfg, attention_layers=layers, ablation_layers=settings.layers and list(settings.layers)))
+    with RunLock(args.run):  # one writer: an eval still running into this folder is waited for by the user
+        generator = local_generator(cfg)  # loaded once, shared by both stages
+        try:
+            attention = run_attention_stage(args.run, generator, layers=layers, batch_size=args.batch_size)
+            ablation = run_ablation_stage(args.run, generator, settings) if args.ablation else None
+        finally:
+            generator.close()
     write_summary(args.run)
     gap = attention["gap"]
     if gap["value"] is None:
@@ -124,7 +145,7 @@ def cmd_attention(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sustain", description="SustainScore (arXiv 2601.22047) on any model or checkpoint")
+    p = argument_parser(prog="sustain", description="SustainScore (arXiv 2601.22047) on any model or checkpoint")
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("eval", help="baseline, constraints, constrained run, scores (resumable)")
@@ -138,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("audit", help="export a seeded sample of (constraint, verdict and reason, original and constrained output) rows, plus an HTML page")
     a.add_argument("run")
-    a.add_argument("--n", type=int, default=50)
-    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--n", type=_number(int, 0, 10**7), default=50)
+    a.add_argument("--seed", type=_number(int, 0, 2**32 - 1), default=0)
     a.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     a.set_defaults(func=cmd_audit)
 
@@ -149,13 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("attention", help="attention on the constraint (and the causal ablation) for a finished eval of a local model")
     t.add_argument("run", help="the eval run folder (run.json names the model)")
     t.add_argument("--layers", type=_layer_list, default=None, help="layers per-step attention averages, e.g. 0,1 (default: run.json's, else all)")
-    t.add_argument("--batch-size", type=int, default=8, help="generations per teacher-forced forward pass")
+    t.add_argument("--batch-size", type=_number(int, 1, 1 << 16), default=8, help="generations per teacher-forced forward pass")
     t.add_argument("--ablation", action="store_true", help="also regenerate with the constraint's attention scaled")
-    t.add_argument("--factor", type=float, default=None, help="scale on failed generations (default 0: removed)")
-    t.add_argument("--control-factor", type=float, default=None, help="scale on solved generations (default 4)")
-    t.add_argument("--after-step", type=int, default=None, help="leave the first N decoding steps untouched (default 0)")
+    t.add_argument("--factor", type=_number(float, 0.0, 1e6), default=None, help="scale on failed generations (default 0: removed)")
+    t.add_argument("--control-factor", type=_number(float, 0.0, 1e6), default=None, help="scale on solved generations (default 4)")
+    t.add_argument("--after-step", type=_number(int, 0, 1 << 20), default=None, help="leave the first N decoding steps untouched (default 0)")
     t.add_argument("--ablation-layers", type=_layer_list, default=None, help="layers to scale, e.g. 0,1 (default all)")
-    t.add_argument("--ablation-limit", type=int, default=None, help="at most N generations per direction")
+    t.add_argument("--ablation-limit", type=_number(int, 0, 10**6), default=None, help="at most N generations per direction")
     t.set_defaults(func=cmd_attention)
 
     r = sub.add_parser("report", help="curves and tables rebuilt from run folders (an eval, a training run, or a comparison root)")
@@ -173,8 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_entry(args.func, args)
+    def parse_and_run() -> int | None:
+        try:
+            args, extra = build_parser().parse_known_args(argv)
+        except SystemExit as stop:  # --help printed its text
+            return stop.code if isinstance(stop.code, int) else 0
+        if extra:
+            raise UserError(f"sustain {args.command}: unrecognized arguments: {' '.join(extra)[:200]}",
+                            f"see `sustain {args.command} --help` for the valid arguments")
+        return args.func(args)
+
+    return run_entry(parse_and_run)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -96,8 +97,11 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     """Check a YAML/CLI value against a field's type hint; convert the obvious cases."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    optional = origin in (typing.Union, types.UnionType) and type(None) in args
+    if value is None and not optional:
+        raise UserError(f"config key {name!r} is null", f"give {name} a value, or leave the key out for its default")
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
+        if value is None:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(name, value, inner[0])
@@ -126,9 +130,15 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         try:
             if isinstance(value, bool):
                 raise ValueError
-            return hint(value)
-        except (TypeError, ValueError):
-            raise UserError(f"config key {name!r} must be a number ({hint.__name__}), got {value!r}", f"write {name}: 1") from None
+            number = float(value) if hint is float or isinstance(value, float) else int(value)
+            if not math.isfinite(number):
+                raise UserError(f"config key {name!r} must be a finite number, got {value!r}", f"write {name}: 1")
+            if hint is int and number != int(number):
+                raise ValueError
+            return hint(number)
+        except (TypeError, ValueError, OverflowError):
+            kind = " (a whole number)" if hint is int else ""
+            raise UserError(f"config key {name!r} must be a number{kind}, got {_shown(value)}", f"write {name}: 1") from None
     if hint is str:
         if isinstance(value, (dict, list)):
             raise UserError(f"config key {name!r} must be text, got {value!r}", f"write {name}: some-text")
@@ -136,6 +146,9 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     return value
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 def unknown_key_error(key: str, valid: list[str], where: str, listing: str | None = None) -> UserError:
     """The one unknown-key message: the key, where it was, the closest valid keys, then all of them
     (or where they are listed, when there are too many to print)."""

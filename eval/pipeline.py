@@ -18,7 +18,6 @@ records. summary.json is derived from the records alone.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,11 +29,12 @@ from sustain.eval.errors import UserError
 from sustain.eval.generators import Generator, SamplingConfig, open_generator
 from sustain.eval.item_identity import data_fingerprint, item_fingerprint, refuse_changed_items
 from sustain.eval.records import RecordStore, record_key, write_json_atomic
-from sustain.eval.sandbox.isolation import SETTINGS as SANDBOX_SETTINGS
 from sustain.eval.seeds import stable_seed
 from sustain.eval.shards import shard_items
 from sustain.eval.summary import write_summary
-from sustain.eval.tasks import TASKS, Item, Task, open_task
+from sustain.eval.run_files import RunLock, has_records, open_records, read_run_json
+from sustain.eval.tasks import Grade, Item, Task, open_task
+from sustain.eval.validate import check_text, out_folder_problem, validate_eval_config
 
 
 def partial_batches(stores: list[RecordStore]) -> set:
@@ -56,11 +56,56 @@ def gold_text(item: Item) -> str | None:
     return str(item.gold) if isinstance(item.gold, (str, int, float)) else None
 
 
+def same_setting(key: str, theirs, mine) -> bool:
+    """A model path recorded relative to where that run started still names the same folder."""
+    if theirs == mine:
+        return True
+    return key == "model" and isinstance(theirs, str) and Path(theirs).expanduser().exists() and \
+        str(Path(theirs).expanduser().resolve()) == mine
+
+
+def check_items(task: str, items: list[Item]) -> dict[str, Item]:
+    """Items by id; two items with one id would share one record and one of them would vanish."""
+    by_id: dict[str, Item] = {}
+    for item in items:
+        if not isinstance(item.prompt, str) or not item.prompt.strip():
+            raise UserError(f"task {task!r}: item {item.id!r} has no prompt text", "give every item a text question")
+        if item.id in by_id:
+            raise UserError(f"task {task!r}: item id {item.id!r} appears twice in the data",
+                            "give every item its own id (remove or rename the duplicate)")
+        by_id[item.id] = item
+    return by_id
+
+
+def grade_safely(task: Task, items: list[Item], generations: list) -> list[Grade]:
+    """Grades for a batch; an item the grader cannot handle (malformed gold) fails alone, with its reason,
+    instead of discarding the batch with the valid items of every task in it."""
+    try:
+        return task.grade_generations(items, generations)
+    except UserError:
+        raise
+    except Exception:  # noqa: BLE001 - find the item(s) at fault one by one
+        pass
+    grades = []
+    for item, generation in zip(items, generations):
+        try:
+            grades.append(task.grade_generations([item], [generation])[0])
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded on the item, never a lost batch
+            grades.append(Grade(success=False, answer=None, score=0.0,
+                                detail={"reason": "grading error", "error": f"{type(exc).__name__}: {exc}"[:300]}))
+    return grades
+
+
 class Pipeline:
     def __init__(self, cfg: EvalConfig, generator: Generator | None = None, shard: tuple[int, int] | None = None):
         """shard=(rank, world_size): this process evaluates only its share of each task's items
         (sustain.eval.shards runs the shares and merges their records)."""
-        self._validate(cfg)
+        # Everything is checked before the folder is locked and claimed: a mistake leaves no trace.
+        check_text("model", cfg.model, what="PATH_OR_NAME")
+        cfg = validate_eval_config(cfg, check_model=generator is None)
+        out_folder_problem(cfg.out)
         self.cfg = cfg
         self.out = Path(cfg.out)
         self._generator = generator
@@ -68,61 +113,65 @@ class Pipeline:
         self._soft = None
         self.tasks: dict[str, Task] = {}
         self.items: dict[str, dict[str, Item]] = {}
+        self._lock = None
+        try:
+            self._load_tasks(shard)
+            self._lock = RunLock(self.out).acquire()
+            self.base = open_records(self.out, "baseline.jsonl", create=True)
+            refuse_changed_items(self.base, self.items, self.out)
+            self._claim_folder()
+            self.extracted = open_records(self.out, "constraints.jsonl", create=True)
+            self.constrained = open_records(self.out, "constrained.jsonl", create=True)
+            self.control = open_records(self.out, "control.jsonl", create=True)
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _validate(cfg: EvalConfig) -> EvalConfig:
+        """The settings checks without the model (e.g. a recipe's eval block at training start)."""
+        return validate_eval_config(cfg, check_model=False)
+
+    def _load_tasks(self, shard: tuple[int, int] | None) -> None:
+        cfg = self.cfg
         for name in cfg.tasks:
             task = open_task(name, cfg)
+            self.tasks[name] = task
             items = task.load(cfg.split, cfg.limit)
             if items and shard:
                 items = shard_items(items, *shard)  # may be empty: a small task on many ranks
             elif not items:
                 raise UserError(f"task {name!r} has no items (split {cfg.split!r}, limit {cfg.limit})",
                                 "check the data file, the split and --limit")
-            self.tasks[name] = task
-            self.items[name] = {it.id: it for it in items}
+            self.items[name] = check_items(name, items)
         # stops here, before any generation, when a code task's sandbox cannot run on this machine
         modes = {m for m in (t.sandbox_mode() for t in self.tasks.values()) if m}
         self.sandbox_mode = ",".join(sorted(modes)) or None
-        self.base = RecordStore(self.out / "baseline.jsonl")
-        refuse_changed_items(self.base, self.items, self.out)
-        self._claim_folder()
-        self.extracted = RecordStore(self.out / "constraints.jsonl")
-        self.constrained = RecordStore(self.out / "constrained.jsonl")
-        self.control = RecordStore(self.out / "control.jsonl")
-
-    @staticmethod
-    def _validate(cfg: EvalConfig) -> None:
-        if not cfg.model:
-            raise UserError("no model given", "pass --model PATH_OR_NAME")
-        if not cfg.tasks:
-            raise UserError("no tasks given", f"pass --tasks {','.join(TASKS)} (or module:Class)")
-        if cfg.sandbox not in SANDBOX_SETTINGS:  # checked even when no task runs code: a typo is never ignored
-            raise UserError(f"unknown sandbox setting {cfg.sandbox!r}", f"use one of: {', '.join(SANDBOX_SETTINGS)}")
-        bad = [f for f in cfg.families if f not in C.FAMILIES]
-        if bad:
-            raise UserError(f"unknown constraint family {bad[0]!r}", f"use: {', '.join(C.FAMILIES)}")
-        for cat in cfg.categories or []:
-            C.check_category(cat)
-        if cfg.f1_threshold is not None and not 0 < cfg.f1_threshold <= 1:
-            raise UserError(f"f1_threshold must be in (0, 1], got {cfg.f1_threshold}", "use e.g. 0.5, or leave it unset for exact match")
-        if cfg.k_max < 1:
-            raise UserError(f"k_max must be at least 1, got {cfg.k_max}", "pass --k-max 1 or more")
-        if "soft" in cfg.families and not cfg.soft_model:
-            raise UserError("soft constraints need an LLM", "pass --soft-model NAME (and --soft-base-url for an endpoint)")
 
     def _claim_folder(self) -> None:
-        """Write run.json, or refuse a folder whose records another model or other settings made."""
-        meta = self.out / "run.json"
+        """Write run.json, or refuse a folder whose records another model or other settings made.
+
+        A run.json with no records beside it protects nothing (a run that failed before its first
+        record): it is replaced, so a corrected command is never locked out by its own typo."""
         mine = self.cfg.identity()
         if "soft" not in self.cfg.families:
             mine["soft_model"] = None  # this run makes no soft records
-        if meta.exists():
-            theirs = json.loads(meta.read_text()).get("identity", {})
+        if has_records(self.out):
+            meta = read_run_json(self.out, required=False)
+            if meta is None:
+                raise UserError(f"{self.out} holds records but no run.json saying which model made them",
+                                "choose a new --out, or delete the folder to start over")
+            theirs = meta["identity"]
             # a family can be added later: the soft judge is fixed by the first run that used one
             if mine["soft_model"] is None:
                 mine["soft_model"] = theirs.get("soft_model")
             elif theirs.get("soft_model") is None:
                 theirs = {**theirs, "soft_model": mine["soft_model"]}
             for key in EvalConfig.IDENTITY:
-                if key in theirs and theirs[key] != mine[key]:
+                if key == "model" and key not in theirs:
+                    raise UserError(f"{self.out / 'run.json'} does not record the {key} that made its records",
+                                    "choose a new --out, or delete the folder to start over")
+                if key in theirs and not same_setting(key, theirs[key], mine[key]):
                     raise UserError(
                         f"run folder {self.out} was made with {key}={theirs[key]!r}, not {mine[key]!r}",
                         "choose a new --out for this model/setting, or delete the folder to start over",
@@ -130,7 +179,7 @@ class Pipeline:
         # the loaded items' content, per task: the records' own hashes refuse changed data above; this
         # one lets a report tell the same data under other paths from other data (report/comparable.py)
         mine["data_fingerprint"] = {name: data_fingerprint(items.values()) for name, items in self.items.items()}
-        write_json_atomic(meta, {"identity": mine, "config": asdict(self.cfg), "sandbox": self.sandbox_mode})
+        write_json_atomic(self.out / "run.json", {"identity": mine, "config": asdict(self.cfg), "sandbox": self.sandbox_mode})
 
     # -- resources, created only when a stage has work to do ------------------------------------
     def _make(self, backend: str, model: str, base_url: str | None, chat_template_kwargs: dict | None = None,
@@ -205,6 +254,9 @@ class Pipeline:
         if self._soft is not None:
             self._soft.generator.close()
             self._soft = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _generate_and_store(self, jobs: list[tuple[RecordStore, Item, str, dict]], desc: str) -> None:
         """jobs: (store, item, task name, record fields incl. messages), generated in this order in
@@ -222,7 +274,7 @@ class Pipeline:
                 by_task.setdefault(task, []).append(i)
             grades = [None] * len(chunk)
             for task, idx in by_task.items():
-                gs = self.tasks[task].grade_generations([chunk[i][1] for i in idx], [gens[i] for i in idx])
+                gs = grade_safely(self.tasks[task], [chunk[i][1] for i in idx], [gens[i] for i in idx])
                 for i, g in zip(idx, gs):
                     grades[i] = g
             by_store: dict[int, tuple[RecordStore, list[dict]]] = {}
@@ -291,7 +343,7 @@ class Pipeline:
                     continue
                 kept = self._kept(rec, family)
                 seed = stable_seed(self.cfg.seed, name, item.id, family)  # no k: the sets are nested
-                for k in range(1, self.cfg.k_max + 1):
+                for k in range(1, min(self.cfg.k_max, len(kept)) + 1):  # no k beyond the constraints there are
                     chosen = C.choose_constraints(kept, k, seed)
                     if not chosen:
                         break

@@ -13,13 +13,19 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from sustain.eval import faults
-from sustain.eval.errors import UserError
+from sustain.eval.errors import UserError, os_error
 
 Key = tuple[str, str, str]
 
 
 def record_key(rec: dict) -> Key:
     return (rec["task"], str(rec["item_id"]), rec["condition"])
+
+
+def is_record(rec) -> bool:
+    """A JSON object keyed by a text task, a text or integer item id, and a text condition."""
+    return (isinstance(rec, dict) and isinstance(rec.get("task"), str) and isinstance(rec.get("condition"), str)
+            and isinstance(rec.get("item_id"), (str, int)) and not isinstance(rec.get("item_id"), bool))
 
 
 class RecordStore:
@@ -31,7 +37,10 @@ class RecordStore:
     def _load(self) -> None:
         if not self.path.exists():
             return
-        data = self.path.read_bytes()
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise os_error("read", self.path, exc) from None
         good_end = 0
         lines = data.split(b"\n")
         for i, raw in enumerate(lines):
@@ -47,11 +56,17 @@ class RecordStore:
                     f"{self.path}: line {i + 1} is corrupt (not the last line, so not a torn write)",
                     "restore the file or delete it to recompute that stage",
                 ) from None
+            if not is_record(rec):
+                raise UserError(f"{self.path}: line {i + 1} is not a record (a JSON object with task, item_id and condition)",
+                                "restore the file or delete it to recompute that stage")
             self._records[record_key(rec)] = rec
             good_end += len(raw) + 1
         if good_end < len(data):
-            with self.path.open("r+b") as fh:
-                fh.truncate(good_end)
+            try:
+                with self.path.open("r+b") as fh:
+                    fh.truncate(good_end)
+            except OSError as exc:
+                raise os_error("repair the torn last line of", self.path, exc) from None
 
     def __contains__(self, key: Key) -> bool:
         return key in self._records
@@ -71,6 +86,7 @@ class RecordStore:
         if not new:
             return
         payload = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in new)
+        payload = payload.encode("utf-8", "surrogatepass").decode("utf-8", "replace")  # undecodable bytes
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)  # inside: --out may be a file, or the disk full
             with self.path.open("a", encoding="utf-8") as fh:
@@ -80,7 +96,7 @@ class RecordStore:
                 os.fsync(fh.fileno())
         except OSError as exc:
             self._load_again()
-            raise UserError(f"cannot write {self.path}: {exc.strerror}", "free disk space or choose another --out") from None
+            raise os_error("write", self.path, exc, flag="--out") from None
         for r in new:
             self._records[record_key(r)] = r
 
@@ -92,7 +108,8 @@ class RecordStore:
 
 def write_json_atomic(path: str | Path, obj) -> None:
     """Write JSON through a temp file and rename, so a reader never sees a partial file."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    write_text_atomic(path, text.encode("utf-8", "surrogatepass").decode("utf-8", "replace"))
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -109,4 +126,4 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):  # e.g. its folder is a file: there is no temp file to remove
             tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {exc.strerror}", "free disk space or choose another --out") from None
+        raise os_error("write", path, exc, flag="--out") from None

@@ -1,7 +1,6 @@
 """summary.json, derived from a run folder's records alone (never edited by hand)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from sustain.eval.constraints.soft_summary import soft_summary
@@ -9,37 +8,33 @@ from sustain.eval.errors import UserError
 from sustain.eval.failures import analyse
 from sustain.eval.grading_figures import accuracy_by_filter, truncation
 from sustain.eval.headline import headline
-from sustain.eval.records import RecordStore, write_json_atomic
+from sustain.eval.records import write_json_atomic
+from sustain.eval.run_files import identity_value, read_json_file, read_run_json, records
 from sustain.eval.scoring import grouped, proportion
-
-
-def _read(path: Path) -> list[dict]:
-    return list(RecordStore(path)) if path.exists() else []
 
 
 def write_summary(out: str | Path) -> dict:
     out = Path(out)
-    if not (out / "run.json").is_file():
-        raise UserError(f"{out} is not an eval run folder: no run.json", "pass the --out folder of a `sustain eval` run")
-    meta = json.loads((out / "run.json").read_text())
-    config = meta.get("config") or {}
-    constrained, extracted = _read(out / "constrained.jsonl"), _read(out / "constraints.jsonl")
-    summary = summarise(_read(out / "baseline.jsonl"), constrained, meta["identity"]["seed"],
-                        extracted=extracted, control=_read(out / "control.jsonl"),
+    meta = read_run_json(out)
+    seed = identity_value(meta, "seed", out)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise UserError(f"{out / 'run.json'}: identity.seed is not a whole number", "restore run.json from the run")
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    constrained, extracted = records(out, "constrained.jsonl"), records(out, "constraints.jsonl")
+    summary = summarise(records(out, "baseline.jsonl"), constrained, seed,
+                        extracted=extracted, control=records(out, "control.jsonl"),
                         families=config.get("families"), categories=config.get("categories"),
                         k_max=config.get("k_max"))
-    summary["model"] = meta["identity"]["model"]
+    summary["model"] = identity_value(meta, "model", out)
     summary["sandbox"] = meta.get("sandbox")  # the isolation model-written code ran under (None: no code task)
     if meta["identity"].get("data_fingerprint"):
         summary["data_fingerprint"] = meta["identity"]["data_fingerprint"]
     soft = soft_summary(extracted, constrained)
     if soft is not None:  # where every LLM-written constraint went; empty and unparseable replies included
         summary["soft_constraints"] = soft
-    attention = out / "attention_summary.json"
-    if attention.exists():
-        summary["attention"] = json.loads(attention.read_text())
-    if (out / "ablation_summary.json").exists():  # the causal ablation (sustain.eval.attention.ablation_stage)
-        summary["ablation"] = json.loads((out / "ablation_summary.json").read_text())
+    for key in ("attention", "ablation"):  # ablation: the causal ablation (sustain.eval.attention.ablation_stage)
+        if (out / f"{key}_summary.json").exists():
+            summary[key] = read_json_file(out / f"{key}_summary.json")
     write_json_atomic(out / "summary.json", summary)
     return summary
 

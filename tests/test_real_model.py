@@ -132,7 +132,8 @@ def test_pipeline_baseline_constraints_constrained_summary_attention(real_genera
     assert all(r["constraint_text"] in r["messages"][-1]["content"] for r in constrained)
     attention = [json.loads(line) for line in (out / "attention.jsonl").read_text().splitlines()]
     assert len(attention) == len(constrained)
-    assert summary["accuracy"]["n"] == 5 and summary["sustain"]["by_k"]["k1"]["n"] >= 1
+    assert summary["accuracy"]["n"] == 5
+    assert any(by_family["hard"]["n"] >= 1 for by_family in summary["sustain"]["headline"].values())  # k = 1
     assert "gap" in summary["attention"]
 
 

@@ -30,7 +30,6 @@ logged twice to one run and a brand-new run (resume by id turned off) still gets
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -42,9 +41,10 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from sustain.eval.checkpoints import checkpoint_dirs, checkpoint_step
-from sustain.eval.errors import UserError
+from sustain.eval.errors import UserError, argument_parser
 from sustain.eval.report import wandb_log as scheme
 from sustain.eval.records import write_json_atomic
+from sustain.eval.run_files import read_json_file
 
 from sustain.train import eval_block
 from sustain.train.config import EvalArguments
@@ -254,10 +254,14 @@ def log_finished(output_dir: str | Path, run=None) -> list[int]:
         summary_path, marker = out / SUMMARY, out / LOGGED
         if not summary_path.exists():
             continue
-        runs = json.loads(marker.read_text())["runs"] if marker.exists() else []
+        logged = read_json_file(marker) if marker.exists() else {}
+        runs = logged.get("runs", []) if isinstance(logged, dict) else []
         if run.id in runs:
             continue
-        log_summary(run, json.loads(summary_path.read_text()), checkpoint_step(out))
+        summary = read_json_file(summary_path, f"rerun `sustain summary {out}`")
+        if not isinstance(summary, dict) or not isinstance(summary.get("sustain"), dict):
+            raise UserError(f"{summary_path} is not a summary of this suite", f"rerun `sustain summary {out}`")
+        log_summary(run, summary, checkpoint_step(out))
         write_json_atomic(marker, {"runs": [*runs, run.id]})
         logged_steps.append(checkpoint_step(out))
     return logged_steps
@@ -276,9 +280,11 @@ def sync(output_dir: str | Path) -> list[int]:
     run_file = eval_root(output_dir) / RUN_FILE
     if not run_file.exists():
         raise UserError(f"no W&B run recorded in {run_file}", "train with report_to: wandb and an eval_mode first")
+    info = read_json_file(run_file, "delete it and log the evals into a new run")
+    if not isinstance(info, dict) or not isinstance(info.get("id"), str):
+        raise UserError(f"{run_file} does not name a W&B run id", "restore it, or delete it and log the evals into a new run")
     import wandb
 
-    info = json.loads(run_file.read_text())
     run = wandb.init(id=info["id"], project=info.get("project"), entity=info.get("entity"), resume="allow")
     try:
         return log_finished(output_dir, run)
@@ -287,7 +293,7 @@ def sync(output_dir: str | Path) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="sustain sync", description="log finished checkpoint evals to W&B")
+    parser = argument_parser(prog="sustain sync", description="log finished checkpoint evals to W&B")
     parser.add_argument("output_dir")
     args = parser.parse_args(argv)
     steps = sync(args.output_dir)

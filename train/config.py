@@ -175,6 +175,7 @@ def parse_recipe(kind: str, argv: Sequence[str] | None = None):
             print(f"warning: no CUDA device: running on CPU with {changed}", file=sys.stderr)
         values.update(CPU_OVERRIDES)
 
+    _check_value_types(values, types_, recipe_path or "the recipe")
     parser.set_defaults_with_config(**values)
     try:
         *parsed, rest = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
@@ -187,6 +188,7 @@ def parse_recipe(kind: str, argv: Sequence[str] | None = None):
     script_args, training_args, model_args = parsed
     script_args.eval = eval_config
     _check(script_args, model_args)
+    _check_training(training_args)
     if script_args.eval_mode != "none":
         eval_block.check_at_start(eval_config, training_args.output_dir, recipe_path or "the command line")
     script_args.recipe = recipe_path
@@ -209,6 +211,76 @@ def _check(script_args, model_args) -> None:
     gguf = gguf_file(model_args.model_name_or_path)
     if gguf is not None:
         model_args.model_name_or_path = str(converted_folder(gguf))
+
+
+def _check_value_types(values: dict, dataclass_types, where: str) -> None:
+    """YAML values of number fields, which argparse never converts (they arrive as defaults): 2.5 for
+    an int, true for a number, or nan/inf are refused here instead of failing mid-training."""
+    import math
+    import types
+    import typing
+
+    hints = {}
+    for cls in dataclass_types:
+        for f in dataclasses.fields(cls):
+            hints.setdefault(f.name, f.type)
+    for key, value in values.items():
+        hint = hints.get(key)
+        if isinstance(hint, str):
+            hint = {"int": int, "float": float, "Optional[int]": int, "Optional[float]": float,
+                    "int | None": int, "float | None": float}.get(hint.replace("typing.", ""), hint)
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            hint = args[0] if len(args) == 1 else None
+            if value is None:
+                continue
+        if hint not in (int, float):
+            continue
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not is_number or not math.isfinite(value) or (hint is int and value != int(value)):
+            kind = "a whole number" if hint is int else "a finite number"
+            raise UserError(f"{key} in {where} must be {kind}, got {value!r}", f"write {key}: {'2' if hint is int else '0.5'}")
+        values[key] = hint(value)
+
+
+# Training settings that must be positive for a run to start (and finish).
+POSITIVE_INTS = ("per_device_train_batch_size", "gradient_accumulation_steps", "dataset_size", "constraint_pool",
+                 "constraint_k", "constraint_max_new_tokens", "num_generations")
+
+
+def _check_training(training_args) -> None:
+    import math
+
+    for key in POSITIVE_INTS:
+        value = getattr(training_args, key, None)
+        if isinstance(value, int) and value < 1:
+            raise UserError(f"{key} must be at least 1, got {value}", f"set {key}: 1 or more")
+    max_steps = getattr(training_args, "max_steps", -1)
+    if max_steps == 0 or max_steps < -1:
+        raise UserError(f"max_steps must be positive (or -1 for epochs), got {max_steps}", "set max_steps: 100, or -1 with num_train_epochs")
+    for key in ("learning_rate", "num_train_epochs", "weight_decay", "warmup_ratio", "beta"):
+        value = getattr(training_args, key, None)
+        if isinstance(value, float) and (not math.isfinite(value) or value < 0):
+            raise UserError(f"{key} must be a finite number >= 0, got {value}", f"set {key} to a number like 1e-5")
+
+
+def check_wandb_login(report_to) -> None:
+    """report_to: wandb online needs a key; without one the run would stop at its first log, after setup."""
+    targets = [report_to] if isinstance(report_to, str) else list(report_to)
+    if "wandb" not in targets and "all" not in targets:
+        return
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_DISABLED", "").lower() in ("true", "1"):
+        return
+    if os.environ.get("WANDB_API_KEY"):
+        return
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        if netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="replace"):
+            return
+    except OSError:
+        pass
+    raise UserError("report_to includes wandb, but no W&B key is set and WANDB_MODE is not offline",
+                    "export WANDB_API_KEY (or run `wandb login`), set WANDB_MODE=offline, or use report_to: none")
 
 
 def key_values(entries: Sequence[str]) -> dict:

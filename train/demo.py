@@ -15,7 +15,6 @@ Stages, each skipping what an earlier run of the same command finished (rerun to
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import json
@@ -25,6 +24,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from sustain.eval.errors import argument_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes" / "demo"
@@ -360,7 +360,7 @@ def run_paradigm(paradigm: Paradigm, base: Path, out: Path, quick: bool, status:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="sustain demo", description=__doc__.splitlines()[0])
+    parser = argument_parser(prog="sustain demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/demo", help="demo folder (default runs/demo); rerun to resume")
     parser.add_argument("--quick", action="store_true", help="every stage on a few steps and items (tests)")
     parser.add_argument("--seed", type=int, default=None, help="training seed of every paradigm (default: the recipes')")

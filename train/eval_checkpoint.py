@@ -14,12 +14,11 @@ parse), pointed at each checkpoint as the in-training (inline) eval does.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from sustain.eval.checkpoints import checkpoint_dirs
 from sustain.eval.config import EvalConfig
-from sustain.eval.errors import UserError
+from sustain.eval.errors import UserError, argument_parser
 
 from sustain.train import eval_block
 from sustain.train.callbacks import SUMMARY, eval_root
@@ -75,7 +74,7 @@ def evaluate_run(output_dir: str | Path, recipe: str, index: int | None = None) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="sustain eval-checkpoint", description=__doc__.splitlines()[0])
+    parser = argument_parser(prog="sustain eval-checkpoint", description=__doc__.splitlines()[0])
     parser.add_argument("positional", nargs="*", metavar="CHECKPOINT OUT RECIPE")
     parser.add_argument("--run", metavar="OUTPUT_DIR", help="evaluate this training run's checkpoints")
     parser.add_argument("--recipe", help="with --run: the run's recipe")

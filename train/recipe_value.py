@@ -17,12 +17,11 @@ write `sft:PATH` or `grpo:PATH` where a recipe parses as both.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
 
-from sustain.eval.errors import UserError
+from sustain.eval.errors import UserError, argument_parser
 
 from sustain.train import eval_block
 from sustain.train.config import _load_recipe, _trainer_config, _valid_keys, parse_recipe, run_main, script_arguments
@@ -165,7 +164,7 @@ def write(pairs: list[str], specs: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="sustain recipe-value", description=__doc__.splitlines()[0])
+    parser = argument_parser(prog="sustain recipe-value", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     get = sub.add_parser("get", help="print recipe values, one per line")
     get.add_argument("--kind", action="store_true", help="print the trainer (sft | grpo) first")

@@ -11,7 +11,6 @@ every later stage loads like any other checkpoint.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import fcntl
 import hashlib
@@ -25,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sustain.eval.errors import UserError
+from sustain.eval.errors import UserError, argument_parser
 from sustain.eval.tasks.arith import ArithTask
 
 log = logging.getLogger("sustain.train.tiny")
@@ -261,7 +260,7 @@ def held_out_accuracy(model_dir: str | Path, cfg: TinyConfig, n: int = 200) -> f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sustain tiny", description=__doc__.split("\n")[0])
+    parser = argument_parser(prog="sustain tiny", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="model folder to create (must not exist)")
     parser.add_argument("--steps", type=int, default=TinyConfig.steps)
     parser.add_argument("--instruction-rate", type=float, default=TinyConfig.instruction_rate)

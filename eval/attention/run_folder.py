@@ -3,13 +3,12 @@ holds the model's weights in this process, the constrained records, and each pro
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from sustain.eval.attention.span import TokenSpan, constraint_char_span, token_span
 from sustain.eval.config import EvalConfig, from_dict
 from sustain.eval.errors import UserError
-from sustain.eval.records import RecordStore
+from sustain.eval.run_files import read_run_json, records
 from sustain.eval.generators import backend_class
 from sustain.eval.tasks import Task, open_task
 
@@ -19,10 +18,9 @@ def run_config(run_folder: str | Path) -> EvalConfig:
     meta = Path(run_folder) / "run.json"
     if not meta.is_file():
         raise UserError(f"{meta} not found", "pass the folder of a finished `sustain eval` run")
-    try:
-        saved = json.loads(meta.read_text())["config"]
-    except (json.JSONDecodeError, KeyError):
-        raise UserError(f"{meta} is not a run.json written by `sustain eval`", "pass an eval run folder") from None
+    saved = read_run_json(run_folder).get("config")
+    if not isinstance(saved, dict):
+        raise UserError(f"{meta} is not a run.json written by `sustain eval` (no config mapping)", "pass an eval run folder")
     known = {f.name for f in dataclasses.fields(EvalConfig)}
     return from_dict(EvalConfig, {k: v for k, v in saved.items() if k in known}, str(meta))
 
@@ -54,10 +52,7 @@ def local_generator(cfg: EvalConfig, generator=None):
 
 def constrained_records(run_folder: str | Path) -> list[dict]:
     """Sorted by key; none when no item was solved at baseline (the pipeline then writes no file)."""
-    path = Path(run_folder) / "constrained.jsonl"
-    if not path.is_file():
-        return []
-    return sorted(RecordStore(path), key=lambda r: (r["task"], str(r["item_id"]), r["condition"]))
+    return sorted(records(run_folder, "constrained.jsonl"), key=lambda r: (r["task"], str(r["item_id"]), r["condition"]))
 
 
 def open_tasks(cfg: EvalConfig, task_names: set[str]) -> dict[str, Task]:

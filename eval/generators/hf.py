@@ -1,44 +1,32 @@
 """transformers backend: batched generation with left padding on any local folder or hub name."""
 from __future__ import annotations
 
+import contextlib
 import os
-from pathlib import Path
 
 from sustain.eval.errors import UserError
 from sustain.eval.generators.base import Generation, Generator, SamplingConfig
 from sustain.eval.generators.chat import PLAIN_CHAT_STOPS, PLAIN_CHAT_TEMPLATE, truncate_at_stop
-from sustain.eval.generators.gguf import converted_folder, gguf_file
+from sustain.eval.hub import quiet_hub
+from sustain.eval.model_check import check_model_source
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-def check_model_source(model: str) -> str:
-    """A local folder must hold a config and weights; a .gguf (or a folder holding one) is
-    converted once to such a folder (generators/gguf.py); anything else is taken as a hub name.
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers prints a multi-line load report before raising on a bad checkpoint; the caller says it in one line."""  # noqa: E501
+    from transformers.utils import logging as hf_logging
 
-    Returns the absolute folder path, or the hub name unchanged.
-    """
-    gguf = gguf_file(model)
-    if gguf is not None:
-        return str(converted_folder(gguf))
-    path = Path(model).expanduser()
-    if not path.exists():
-        if model.startswith((".", "/", "~")) or model.count("/") > 1:
-            raise UserError(f"model folder not found: {model}", "pass an existing model folder or a hub name")
-        return model
-    if not path.is_dir():
-        raise UserError(f"model path is not a folder: {path}", "pass the folder that holds config.json and the weights, or a .gguf file")
-    if (path / "adapter_config.json").is_file():  # a PEFT adapter: transformers loads its base model itself
-        return str(path.resolve())
-    if not (path / "config.json").is_file():
-        raise UserError(f"no config.json in model folder {path}", "pass a folder written by save_pretrained or a checkpoint-N folder")
-    if not any(p.name.endswith(WEIGHT_SUFFIXES) for p in path.iterdir()):
-        raise UserError(
-            f"model folder {path} has no weights (no *.safetensors or *.bin files)",
-            "point at a checkpoint saved with its weights, or re-run save_pretrained(model) into it",
-        )
-    return str(path.resolve())
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # its finished bar would stay above a one-line error
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _torch_device(device: str) -> str:
@@ -87,17 +75,33 @@ class HFGenerator(Generator):
         self.device = _torch_device(device)
         load_kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left", **load_kwargs)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                source, dtype=_torch_dtype(dtype), attn_implementation=attn_implementation, **load_kwargs
-            )
+            with quiet_hub(source), quiet_transformers():
+                self.tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left", **load_kwargs)
+                self.model, info = AutoModelForCausalLM.from_pretrained(
+                    source, dtype=_torch_dtype(dtype), attn_implementation=attn_implementation,
+                    output_loading_info=True, **load_kwargs)
+        except UserError:
+            raise
         except (OSError, SafetensorError) as exc:  # SafetensorError: truncated or corrupt weights
             if os.path.isdir(source):
-                raise UserError(f"cannot load model folder {source}: {exc}".replace("\n", " "), "check that the folder holds a complete checkpoint") from None
+                raise UserError(f"cannot load model folder {source}: {exc}", "check that the folder holds a complete checkpoint") from None
             raise UserError(
                 f"cannot load {source!r}: not a local folder and not found on the Hugging Face hub or in its cache",
                 "pass a local model folder, or download it first where the hub is reachable (hf download NAME)",
             ) from None
+        except (ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:  # shapes, configs, tokenizers
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            if "mismatched_sizes" in first or "size mismatch" in first:
+                raise UserError(f"the weights in {source} do not match its config.json (tensor shapes differ)",
+                                "use the config.json saved with these weights (a checkpoint's own config)") from None
+            raise UserError(f"cannot load model {source}: {type(exc).__name__}: {first}",
+                            "check that config.json, the tokenizer files and the weights come from the same checkpoint") from None
+        missing = [k for k in info.get("missing_keys", []) if k]
+        mismatched = info.get("mismatched_keys", [])
+        if missing or mismatched:
+            what = f"{len(missing)} weight(s) missing, e.g. {sorted(missing)[0]}" if missing else f"{len(mismatched)} weight(s) of another shape"
+            raise UserError(f"the weights in {source} do not match its config.json ({what})",
+                            "use the config.json saved with these weights (a checkpoint's own config)")
         self.model.to(self.device).eval()
         if self.tokenizer.pad_token is None:  # many base models ship without one; left padding needs it
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -7,7 +7,7 @@ from __future__ import annotations
 from sustain.eval.errors import UserError
 from sustain.eval.generators.base import Generation, Generator, SamplingConfig
 from sustain.eval.generators.chat import PLAIN_CHAT_STOPS, PLAIN_CHAT_TEMPLATE, truncate_at_stop
-from sustain.eval.generators.hf import check_model_source
+from sustain.eval.model_check import check_model_source
 
 
 class VLLMGenerator(Generator):

@@ -1,10 +1,11 @@
 """`sustain report`: run folders in, plots + report.json + report.md (+ optional W&B runs) out."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-from sustain.eval.errors import UserError
+from sustain.eval.errors import UserError, os_error
 from sustain.eval.records import write_json_atomic, write_text_atomic
 from sustain.eval.report import curves, markdown, plots
 from sustain.eval.report.collect import base_checkpoint, collect
@@ -65,7 +66,12 @@ def build_report(inputs: list[Path], out: Path, wandb_mode: str | None = None, p
         raise UserError(f"unknown W&B mode {wandb_mode!r}", f"use one of: {', '.join(MODES)} (or leave it out)")
     out = Path(out)
     report, pending_steps = assemble(inputs, allow_mixed_settings)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error("create the report folder", out, exc, flag="--out") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise os_error("write to", out, PermissionError(13, "Permission denied"), flag="--out")
     report["plots"] = plots.all_plots(report["series"], report["cells"], pending_steps, out)
     md = out / "report.md"
     write_text_atomic(md, markdown.render(report, notes))

@@ -19,9 +19,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from sustain.eval.checkpoints import checkpoint_step
-from sustain.eval.errors import UserError
+from sustain.eval.errors import UserError, os_error
+from sustain.eval.run_files import read_json_file, read_run_json
 
 BASE = "base"
+SUMMARY_KEYS = ("accuracy", "sustain")  # what every summary.json of this suite holds
 FIX = ("pass an eval run folder (with summary.json), a training output_dir (with eval/checkpoint-N/), "
        "or a comparison root holding such output_dirs and base/")
 
@@ -80,14 +82,18 @@ def read_checkpoint(step: int, folder: Path) -> Checkpoint:
         has = f"has {', '.join(stages)}" if stages else "no records yet"
         return Checkpoint(step, folder, pending=f"eval incomplete: no summary.json ({has})")
     try:
-        summary = json.loads(summary_path.read_text())
-    except json.JSONDecodeError as exc:
-        return Checkpoint(step, folder, pending=f"summary.json unreadable ({exc.msg}); rerun `sustain summary`")
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return Checkpoint(step, folder, pending=f"summary.json unreadable ({type(exc).__name__}); rerun `sustain summary`")
+    except OSError as exc:
+        raise os_error("read", summary_path, exc) from None
+    if not isinstance(summary, dict) or not all(isinstance(summary.get(k), dict) for k in SUMMARY_KEYS):
+        return Checkpoint(step, folder, pending="summary.json is not a summary of this suite; rerun `sustain summary`")
     attention = summary.get("attention")
     attention_path = folder / "attention_summary.json"
     if attention_path.is_file():
-        attention = json.loads(attention_path.read_text())
-    return Checkpoint(step, folder, summary=summary, attention=attention)
+        attention = read_json_file(attention_path)
+    return Checkpoint(step, folder, summary=summary, attention=attention if isinstance(attention, dict) else None)
 
 
 def _output_dir_steps(path: Path) -> dict[int, Path]:
@@ -109,7 +115,9 @@ def _base_checkpoint(root: Path) -> Checkpoint | None:
 
 def _paradigm_name(path: Path) -> tuple[str, dict]:
     info_path = path / "run_info.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info = read_json_file(info_path) if info_path.is_file() else {}
+    if not isinstance(info, dict):
+        raise UserError(f"{info_path} is not a JSON object", "restore it, or delete it (the folder name is used then)")
     return str(info.get("paradigm") or path.name), info
 
 
@@ -133,8 +141,8 @@ def _single_run(path: Path) -> Paradigm:
     if step is not None and path.parent.name == "eval":
         name, info = _paradigm_name(path.parent.parent)
         return Paradigm(name, path.parent.parent, info, [read_checkpoint(step, path)])
-    run_json = path / "run.json"
-    model = json.loads(run_json.read_text()).get("identity", {}).get("model") if run_json.is_file() else None
+    meta = read_run_json(path, required=False)
+    model = meta["identity"].get("model") if meta else None
     return Paradigm(str(model or path.name), path, {}, [read_checkpoint(step or 0, path)])
 
 

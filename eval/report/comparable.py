@@ -22,9 +22,12 @@ def eval_settings(folder: Path) -> dict | None:
     """The compared settings of one eval run folder (None without a readable run.json)."""
     try:
         meta = json.loads((Path(folder) / "run.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-    values = {**(meta.get("config") or {}), **(meta.get("identity") or {})}
+    if not isinstance(meta, dict):
+        return None
+    parts = [meta.get("config"), meta.get("identity")]  # a damaged run.json may hold anything
+    values = {k: v for part in parts if isinstance(part, dict) for k, v in part.items()}
     return {k: values.get(k) for k in (*COMPARED, FINGERPRINT)}
 
 

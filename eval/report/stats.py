@@ -23,7 +23,7 @@ from __future__ import annotations
 from itertools import combinations
 from pathlib import Path
 
-from sustain.eval.records import RecordStore
+from sustain.eval.run_files import records
 from sustain.eval.report.collect import BASE, Paradigm, base_checkpoint
 from sustain.eval.scoring import mcnemar
 
@@ -32,9 +32,9 @@ Outcomes = dict[tuple[str, str], dict[tuple[str, str], bool]]  # (task, conditio
 
 def item_outcomes(folder: Path) -> Outcomes:
     """k=1 constrained success of each item solved at baseline, per task and condition."""
-    solved = {(r["task"], str(r["item_id"])) for r in RecordStore(folder / "baseline.jsonl") if r["success"]}
+    solved = {(r["task"], str(r["item_id"])) for r in records(folder, "baseline.jsonl") if r["success"]}
     out: Outcomes = {}
-    for r in RecordStore(folder / "constrained.jsonl"):
+    for r in records(folder, "constrained.jsonl"):
         key = (r["task"], str(r["item_id"]))
         if r.get("k") == 1 and key in solved:
             out.setdefault((r["task"], r["condition"]), {})[key] = bool(r["success"])

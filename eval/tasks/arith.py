@@ -224,6 +224,12 @@ class ArithTask(Task):
         if limit is not None and limit < 0:
             raise UserError(f"limit must be >= 0, got {limit}", "pass a non-negative limit or none")
         n = self.test_size if limit is None else limit
+        span = self.operand_range[1] - self.operand_range[0] + 1
+        share = self.test_fraction if split == "test" else 1 - self.test_fraction
+        most = int(len(self.ops) * span * span * share * 1.2) + 100  # above the split's expected size
+        if n > most:  # refused at once: sampling toward an unreachable count would never end
+            raise UserError(f"arith: asked for {n} {split} problems, but only about {most} distinct ones exist "
+                            f"for ops={self.ops}, digits={self.digits}", "ask for fewer items or raise digits")
         rng = random.Random(f"arith-items:{self.seed}:{split}")
         items, seen, attempts = [], set(), 0
         while len(items) < n:

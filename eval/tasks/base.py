@@ -149,6 +149,7 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
                 if missing:
                     raise UserError(f"{path}:{lineno} lacks field(s) {', '.join(missing)}",
                                     f"each line needs: {', '.join(required)}")
+                check_field_types(row, required, f"{path}:{lineno}")
                 rows.append(row)
     except UnicodeDecodeError as exc:
         raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})", "re-encode the file as UTF-8") from None
@@ -157,6 +158,21 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
     if not rows:
         raise UserError(f"data file is empty: {path}", "point to a file with at least one record")
     return rows
+
+
+def check_field_types(row: dict, required, where: str) -> None:
+    """`required` may map a field to the type(s) it must have: a number where text is expected, or a
+    null/list question, is refused at load instead of becoming a prompt or crashing a grader."""
+    if not isinstance(required, dict):
+        return
+    for key, kinds in required.items():
+        value = row.get(key)
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if not isinstance(value, kinds) or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
+            names = " or ".join("text" if k is str else k.__name__ for k in kinds)
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise UserError(f"{where}: field {key!r} must be non-empty {names}, got {shown}",
+                            f"fix that line: {key} holds {names}")
 
 
 def looks_like_local_path(source: str) -> bool:
@@ -177,8 +193,11 @@ def load_hub_split(name: str, config: str | None, split: str) -> list[dict]:
     import datasets  # imported here: a slow import that local-file users never need
     from datasets.exceptions import DatasetNotFoundError
 
+    from sustain.eval.hub import quiet_hub
+
     try:
-        rows = datasets.load_dataset(name, config, split=split)
+        with quiet_hub(name):
+            rows = datasets.load_dataset(name, config, split=split)
     except DatasetNotFoundError:
         raise UserError(f"dataset {name!r} not found on the hub", "check the name or pass a local JSONL path") from None
     except OSError as exc:  # ConnectionError, offline mode, timeouts

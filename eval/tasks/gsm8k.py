@@ -36,7 +36,7 @@ class GSM8KTask(Task):
     def load(self, split: str = "test", limit: int | None = None) -> list[Item]:
         if limit is not None and limit < 0:
             raise UserError(f"limit must be >= 0, got {limit}", "pass a non-negative limit or none")
-        rows = load_rows(self.data, split, required=("question", "answer"), hub_config="main")
+        rows = load_rows(self.data, split, required={"question": str, "answer": str}, hub_config="main")
         return [
             Item(
                 id=str(i),

@@ -12,7 +12,7 @@ from sustain.eval.tasks.base import Grade, Item, Task, load_rows
 
 HUB_NAME = "hotpotqa/hotpot_qa"
 INSTRUCTION = 'Answer the question from the paragraphs. End with a line "Answer: X", where X is a short answer (a name, a few words, or yes/no).'
-REQUIRED = ("_id", "question", "answer", "context")
+REQUIRED = {"_id": (str, int), "question": str, "answer": str, "context": list}  # and their types
 ARTICLES_RE = re.compile(r"\b(a|an|the)\b")
 PUNCTUATION = str.maketrans("", "", string.punctuation)
 # Official rule: a yes/no/noanswer prediction or gold only gets F1 credit on an exact match.
@@ -73,9 +73,14 @@ class HotpotQATask(Task):
         split = "validation" if split == "test" else split
         rows = load_rows(self.data, split, required=REQUIRED, hub_config="distractor")
         rows = [from_hub_row(r) if "_id" not in r else r for r in rows[:limit]]
+        for row in rows:
+            if not all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], list)
+                       and all(isinstance(s, str) for s in p[1]) for p in row["context"]):
+                raise UserError(f"HotpotQA item {row['_id']!r}: context must be a list of [title, [sentences]]",
+                                "use the official HotpotQA JSON format")
         return [
             Item(
-                id=row["_id"],
+                id=str(row["_id"]),
                 prompt=render_prompt(row),
                 gold=row["answer"],
                 meta={k: row[k] for k in ("question", "type", "level", "supporting_facts") if k in row},

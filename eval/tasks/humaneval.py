@@ -19,7 +19,7 @@ INSTRUCTION = (
     "Complete the following Python function. Reply with the complete function, "
     "signature included, in a single ```python code block."
 )
-REQUIRED = ("task_id", "prompt", "test", "entry_point")
+REQUIRED = {"task_id": str, "prompt": str, "test": str, "entry_point": str}  # and their types
 FENCE_RE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 CODE_HINT_RE = re.compile(r"^[ \t]*(?:def |return\b|import |from \S+ import |class |for .*:|while .*:|if .*:)", re.MULTILINE)
 
