@@ -65,7 +65,7 @@ def plain_generate(gen: HFGenerator, convs: list[list[dict]], tokens: int, batch
     out_ids = []
     for start in range(0, len(convs), batch):
         prompts = [gen.prompt_text(c) for c in convs[start:start + batch]]
-        enc = gen.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = gen.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(gen.device)
         with torch.inference_mode():
             out = gen.model.generate(**enc, max_new_tokens=tokens, do_sample=False, temperature=None, top_p=None,
                                      top_k=None, pad_token_id=gen.tokenizer.pad_token_id)
@@ -80,11 +80,12 @@ def main() -> None:
     p.add_argument("--items", type=int, default=16)
     p.add_argument("--tokens", type=int, default=32, help="max new tokens")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
     p.add_argument("--variants", default="hf,plain,static,bf16,threads1,batch8",
                    help="comma list; 'compile' is opt-in (its first call compiles for minutes on a loaded CPU)")
     a = p.parse_args()
     model = a.model or str(gguf_path())
-    gen = HFGenerator(model, device="cpu", dtype="float32")
+    gen = HFGenerator(model, device=a.device, dtype="float32")
     convs = conversations(a.task, a.items)
     threads = torch.get_num_threads()
     variants = a.variants.split(",")
