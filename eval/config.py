@@ -52,7 +52,7 @@ class EvalConfig:
                                         "thousands (summary.json reports the truncation rate)")
     temperature: float = setting(0.0, "0 is greedy decoding")
     batch_size: int = setting(16, "prompts per generate call (and per record write)")
-    dtype: str = setting("auto", "weights' dtype for in-process backends (hf, vllm): auto | float32 | bfloat16 | "
+    dtype: str = setting("auto", "weights' dtype for backends that load the weights in-process: auto | float32 | bfloat16 | "
                                  "float16; bfloat16 on CPU generates faster but changes greedy outputs "
                                  "(benchmarks/README.md)")
     f1_threshold: float | None = setting(None, "QA tasks: token F1 >= this counts as solved; unset = exact match")

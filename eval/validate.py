@@ -74,7 +74,7 @@ def takes_url(backend: type) -> bool:
 def validate_eval_config(cfg: EvalConfig, check_model: bool = True) -> EvalConfig:
     """The settings checked and normalised; check_model=False for a recipe whose model does not exist yet."""
     from sustain.eval import constraints as C
-    from sustain.eval.generators import backend_class
+    from sustain.eval.generators import DEFAULT_BACKEND, backend_class
     from sustain.eval.tasks import TASKS, task_class
 
     check_text("out", cfg.out, what="FOLDER")
@@ -144,7 +144,7 @@ def validate_eval_config(cfg: EvalConfig, check_model: bool = True) -> EvalConfi
     local = getattr(backend, "local_weights", False)
     if (cfg.attention or cfg.ablation) and not local:
         raise UserError(f"attention and ablation need the model's weights, not the {cfg.backend!r} backend",
-                        "use --backend hf, or drop --attention/--ablation")
+                        f"use --backend {DEFAULT_BACKEND}, or drop --attention/--ablation")
     model = cfg.model
     if check_model and local:
         from sustain.eval.model_check import check_model_source
