@@ -10,6 +10,7 @@ import pytest
 
 from sustain.eval.config import EvalConfig, from_dict
 from sustain.eval.pipeline import run_eval
+from test_shards import jsonl_files
 from test_train_sft import SFT_FLAGS, assert_evaluated, run_training, sustain_rows, train_env
 from wandb_offline import run_dirs
 
@@ -35,5 +36,4 @@ def test_sft_with_two_processes(tiny_model, tmp_path):
     assert shares == [4, 4]
     cfg = json.loads((evaluated / "run.json").read_text())["config"]
     run_eval(from_dict(EvalConfig, {**cfg, "out": str(tmp_path / "one-rank")}, "run.json"))
-    for merged in evaluated.glob("*.jsonl"):
-        assert merged.read_bytes() == (tmp_path / "one-rank" / merged.name).read_bytes(), merged.name
+    assert jsonl_files(evaluated) == jsonl_files(tmp_path / "one-rank")
