@@ -130,5 +130,7 @@ def test_bad_row_options_and_exhausted_splits_are_user_errors():
         task.load("validation")
     with pytest.raises(UserError, match="distinct"):
         ArithTask(digits=1, test_size=1000).load("test")  # 1-digit addition has only 81 problems
-    with pytest.raises(UserError, match="no test problems"):
+    with pytest.raises(UserError, match="only about 100 distinct"):  # refused before sampling
         ArithTask(digits=1, test_fraction=1e-9).load("test")
+    with pytest.raises(UserError, match="no test problems"):
+        ArithTask(digits=1, test_fraction=1e-9).load("test", limit=5)
