@@ -47,15 +47,15 @@ def check_model_source(model: str, layers: list[int] = ()) -> str:
         return str(path.resolve())
     if "config.json" not in names:
         raise UserError(f"no config.json in model folder {path}", "pass a folder written by save_pretrained or a checkpoint-N folder")
-    config = read_json(path / "config.json", "config.json")
-    check_model_type(path, config)
-    check_tokenizer(path, names)
     weights = sorted(n for n in names if n.endswith(WEIGHT_SUFFIXES))
     if not weights:
         raise UserError(
             f"model folder {path} has no weights (no *.safetensors or *.bin files)",
             "point at a checkpoint saved with its weights, or re-run save_pretrained(model) into it",
         )
+    config = read_json(path / "config.json", "config.json")
+    check_model_type(path, config)
+    check_tokenizer(path, names)
     for name in weights:
         if name.endswith(".safetensors"):
             check_safetensors(path / name)

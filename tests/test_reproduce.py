@@ -30,8 +30,8 @@ def run_folder(tmp: Path) -> Path:
     for task, n in (("arith", 9), ("gsm8k", 5)):
         for i in range(n):
             item = {"task": task, "item_id": str(i)}
-            base.append({**item, "condition": "base", "success": i != 0})
-            control.append({**item, "condition": "control", "success": i % 4 != 1})
+            base.append({**item, "condition": "base", "success": i != 0, "output": "1"})
+            control.append({**item, "condition": "control", "success": i % 4 != 1, "output": "1"})
             for family in ("hard", "soft"):
                 for k in (1, 2):
                     if i == 2 or (k == 2 and i % 3 == 0):
