@@ -103,6 +103,9 @@ def test_dtype_loads_the_model_in_that_dtype_and_a_folder_of_another_dtype_is_re
         assert next(pipe.generator.model.parameters()).dtype == torch.bfloat16
     finally:
         pipe.close()
+    # a folder with records keeps its settings (one with none is simply re-claimed)
+    RecordStore(tmp_path / "eval" / "baseline.jsonl").append(
+        [{"task": "arith", "item_id": "0", "condition": "base", "output": "1", "success": False}])
     with pytest.raises(UserError, match="was made with dtype='bfloat16'"):
         Pipeline(config(tiny_model, tmp_path / "eval", dtype="float32"), generator=NoCalls())
 
@@ -205,7 +208,10 @@ def test_soft_judge_is_fixed_once_soft_records_exist(tmp_path):
     out = tmp_path / "run"
     Pipeline(EvalConfig(model="m", tasks=["arith"], limit=2, out=str(out)), generator=NoCalls())  # hard only
     assert json.loads((out / "run.json").read_text())["identity"]["soft_model"] is None
-    soft = dict(model="m", tasks=["arith"], limit=2, out=str(out), families=["hard", "soft"])
+    RecordStore(out / "baseline.jsonl").append(  # a folder with records keeps its settings
+        [{"task": "arith", "item_id": "0", "condition": "base", "output": "1", "success": False}])
+    soft = dict(model="m", tasks=["arith"], limit=2, out=str(out), families=["hard", "soft"],
+                soft_base_url="http://127.0.0.1:9/v1")
     Pipeline(EvalConfig(**soft, soft_model="judge-a"), generator=NoCalls())  # soft added later: allowed
     Pipeline(EvalConfig(model="m", tasks=["arith"], limit=2, out=str(out)), generator=NoCalls())  # hard only again
     assert json.loads((out / "run.json").read_text())["identity"]["soft_model"] == "judge-a"
