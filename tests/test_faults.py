@@ -122,7 +122,7 @@ def test_full_disk_is_one_line_and_a_rerun_with_space_completes_the_same_records
         launch = Launch(eval_cmd(tiny_model, out), python_env(tmp_path), tmp_path / "full", preexec_fn=disk.limit())
         assert launch.finish() == 2, launch.stderr[-3000:]
         lines = [line for line in launch.stderr.splitlines() if line.strip()]
-        reason = "No space left on device" if disk.mode == "tmpfs" else "File too large"
+        reason = "no space left on the device" if disk.mode == "tmpfs" else "File too large"
         assert len(lines) == 1 and reason in lines[0] and "(fix: free disk space or choose another --out)" in lines[0], lines
         assert "Traceback" not in launch.stderr
         for name in STAGES:
