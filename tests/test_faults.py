@@ -54,10 +54,10 @@ def test_eval_killed_at_seeded_progress_points_resumes_to_the_uninterrupted_reco
     rng = random.Random(SEED)
     out = tmp_path / "run"
     kills = []
-    # A (re)started eval first rewrites run.json, then appends the batches not yet on disk: dying at its
-    # 3rd to 5th write keeps 1 to 3 more batches, so every attempt gets further and the loop ends.
+    # A (re)started eval first opens its lock file and rewrites run.json, then appends the batches not yet
+    # on disk: dying at its 4th to 6th write keeps 1 to 3 more batches, so every attempt gets further.
     for attempt in range(len(eval_reference["writes"]) + 1):
-        nth = rng.randint(3, 5)
+        nth = rng.randint(4, 6)
         launch = Launch(eval_cmd(tiny_model, out, hook=True), python_env(tmp_path, KILL_AT_OPEN=f"{out}/:{nth}"),
                         tmp_path / f"attempt{attempt}")
         code = launch.finish()
