@@ -154,6 +154,7 @@ class SustainEvalCallback(TrainerCallback):
 
         from sustain.eval.shards import merge_shards, run_shard
 
+        PartialState().wait_for_everyone()  # only rank 0 saves: the checkpoint is complete once it arrives here
         run_shard(cfg, args.process_index, args.world_size)
         PartialState().wait_for_everyone()
         summary = merge_shards(cfg, args.world_size) if args.process_index == 0 else None

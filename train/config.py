@@ -227,8 +227,11 @@ def _check_value_types(values: dict, dataclass_types, where: str) -> None:
     for key, value in values.items():
         hint = hints.get(key)
         if isinstance(hint, str):
+            text = hint.replace("typing.", "")
+            if value is None and ("Optional[" in text or "None" in text):
+                continue
             hint = {"int": int, "float": float, "Optional[int]": int, "Optional[float]": float,
-                    "int | None": int, "float | None": float}.get(hint.replace("typing.", ""), hint)
+                    "int | None": int, "float | None": float}.get(text, hint)
         if typing.get_origin(hint) in (typing.Union, types.UnionType):
             args = [a for a in typing.get_args(hint) if a is not type(None)]
             hint = args[0] if len(args) == 1 else None
