@@ -53,6 +53,15 @@ def test_cli_flags_override_the_yaml(tmp_path):
     assert trainer.learning_rate == 0.5 and (script.eval.limit, script.eval.seed) == (7, 3)
 
 
+def test_null_is_taken_where_a_setting_may_be_none_and_refused_where_not(tmp_path):
+    """save_total_limit: null keeps every checkpoint (a transformers default); max_steps has no None."""
+    for _ in range(2):  # the second parse runs after HfArgumentParser has rewritten the field types
+        _, trainer, _ = parse_recipe("sft", ["--config", write(tmp_path, "model_name_or_path: m\nsave_total_limit: null\n")])
+        assert trainer.save_total_limit is None
+    with pytest.raises(UserError, match="max_steps .* must be a whole number, got None"):
+        parse_recipe("sft", ["--config", write(tmp_path, "model_name_or_path: m\nmax_steps: null\n")])
+
+
 @pytest.mark.parametrize("path", EVAL_FILES, ids=lambda p: p.parts[-3])
 def test_shared_eval_files_are_eval_configs(path):
     from sustain.eval.config import EvalConfig, from_dict, load_yaml

@@ -220,18 +220,19 @@ def _check_value_types(values: dict, dataclass_types, where: str) -> None:
     import types
     import typing
 
-    hints = {}
+    hints, nullable = {}, set()
     for cls in dataclass_types:
         for f in dataclasses.fields(cls):
             hints.setdefault(f.name, f.type)
+            if f.default is None:  # HfArgumentParser rewrites `int | None` to int in place: a None default marks it
+                nullable.add(f.name)
     for key, value in values.items():
         hint = hints.get(key)
+        if value is None and key in nullable:
+            continue
         if isinstance(hint, str):
-            text = hint.replace("typing.", "")
-            if value is None and ("Optional[" in text or "None" in text):
-                continue
             hint = {"int": int, "float": float, "Optional[int]": int, "Optional[float]": float,
-                    "int | None": int, "float | None": float}.get(text, hint)
+                    "int | None": int, "float | None": float}.get(hint.replace("typing.", ""), hint)
         if typing.get_origin(hint) in (typing.Union, types.UnionType):
             args = [a for a in typing.get_args(hint) if a is not type(None)]
             hint = args[0] if len(args) == 1 else None
