@@ -4,6 +4,7 @@ The programs are in sandbox_attacks.py. The whole battery runs in every isolatio
 once as the evaluator's own uid and once as a second, non-root uid (CI runs as root: the second run
 is a non-root evaluator in a subprocess, the usual laptop case).
 """
+import contextlib
 import json
 import os
 import shutil
@@ -26,14 +27,13 @@ SETTINGS = dict(workers=2, timeout_s=3, memory_mb=256, max_procs=8, max_file_mb=
 GRACE_S = 1.5  # every process of a timed-out program is gone this long after its timeout (a loaded 2-core CI machine)
 
 
-@pytest.fixture(scope="module")
-def loopback():
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    received = []
-    stop = threading.Event()
+@contextlib.contextmanager
+def recording(servers: list[socket.socket]):
+    """Accept on each listening socket in a thread; yield the list of what reached any of them."""
+    received, stop = [], threading.Event()
 
-    def serve():
+    def serve(server):
+        server.settimeout(0.2)
         while not stop.is_set():
             try:
                 conn, _ = server.accept()
@@ -42,12 +42,24 @@ def loopback():
             received.append(conn.recv(100))
             conn.close()
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], received
-    stop.set()
-    thread.join()
-    server.close()
+    threads = [threading.Thread(target=serve, args=(s,), daemon=True) for s in servers]
+    for t in threads:
+        t.start()
+    try:
+        yield received
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        for s in servers:
+            s.close()
+
+
+@pytest.fixture(scope="module")
+def loopback():
+    server = socket.create_server(("127.0.0.1", 0))
+    with recording([server]) as received:
+        yield server.getsockname()[1], received
 
 
 def run_batch(programs: list[dict], mode: str) -> tuple[list[dict], list]:
@@ -108,35 +120,16 @@ def unix_servers(tmp_path_factory):
     folder = tmp_path_factory.mktemp("unix")
     os.chmod(folder, 0o755)
     path, abstract = str(folder / "host.sock"), f"\0sustain-hostile-{os.getpid()}"
-    received, servers = [], []
+    servers = []
     for address in (path, abstract):
         server = socket.socket(socket.AF_UNIX)
         server.bind(address)
         if address == path:
             os.chmod(path, 0o777)
         server.listen(8)
-        server.settimeout(0.2)
         servers.append(server)
-    stop = threading.Event()
-
-    def serve(server):
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                continue
-            received.append(conn.recv(100))
-            conn.close()
-
-    threads = [threading.Thread(target=serve, args=(s,), daemon=True) for s in servers]
-    for t in threads:
-        t.start()
-    yield path, abstract, received
-    stop.set()
-    for t in threads:
-        t.join()
-    for s in servers:
-        s.close()
+    with recording(servers) as received:
+        yield path, abstract, received
 
 
 def allowed_entries(python: str) -> dict[str, list[str]]:

@@ -268,6 +268,14 @@ def _check_training(training_args) -> None:
             raise UserError(f"{key} must be a finite number >= 0, got {value}", f"set {key} to a number like 1e-5")
 
 
+def run_recipe(kind: str, run, argv: Sequence[str] | None = None):
+    """Parse a recipe of this kind and train with it; the W&B login is checked first, since without
+    a key the run would stop at its first log."""
+    script_args, training_args, model_args = parse_recipe(kind, argv)
+    check_wandb_login(training_args.report_to or [])
+    return run(script_args, training_args, model_args)
+
+
 def check_wandb_login(report_to) -> None:
     """report_to: wandb online needs a key; without one the run would stop at its first log, after setup."""
     targets = [report_to] if isinstance(report_to, str) else list(report_to)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sustain.train.callbacks import resume_wandb_run
-from sustain.train.config import check_wandb_login, parse_recipe, run_main
+from sustain.train.config import run_main, run_recipe
 from sustain.train.sft import build_trainer, last_checkpoint, train_and_save
 
 
@@ -37,9 +37,7 @@ def run(script_args, training_args, model_args) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    script_args, training_args, model_args = parse_recipe("grpo", argv)
-    check_wandb_login(training_args.report_to or [])  # at start: without a key the run would stop at its first log
-    run(script_args, training_args, model_args)
+    run_recipe("grpo", run, argv)
 
 
 if __name__ == "__main__":

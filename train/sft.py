@@ -15,7 +15,7 @@ from sustain.eval.checkpoints import checkpoint_dirs
 from sustain.eval.errors import UserError
 
 from sustain.train.callbacks import SustainEvalCallback, checkpoint_problem, resume_wandb_run
-from sustain.train.config import check_wandb_login, parse_recipe, run_main
+from sustain.train.config import run_main, run_recipe
 
 
 def last_checkpoint(output_dir: str) -> str | None:
@@ -83,9 +83,7 @@ def run(script_args, training_args, model_args) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    script_args, training_args, model_args = parse_recipe("sft", argv)
-    check_wandb_login(training_args.report_to or [])  # at start: without a key the run would stop at its first log
-    run(script_args, training_args, model_args)
+    run_recipe("sft", run, argv)
 
 
 if __name__ == "__main__":
