@@ -30,7 +30,7 @@ import pytest
 from kill_points import (KILL_AT_OPEN, SEED, STAGES, Launch, check_complete_json, check_store, logged_run, python_env,
                          records, summary_without_paths)
 
-EVAL_FLAGS = ["--tasks", "arith", "--limit", "8", "--k-max", "2", "--max-new-tokens", "32", "--batch-size", "2"]
+EVAL_FLAGS = ["--tasks", "arith", "--limit", "8", "--k-max", "2", "--max-new-tokens", "32", "--batch-size", "4"]
 
 
 # ---------------------------------------------------------------- eval
@@ -69,7 +69,7 @@ def test_eval_killed_at_seeded_progress_points_resumes_to_the_uninterrupted_reco
     else:
         pytest.fail(f"the resumed eval never finished: {kills}")
     print(f"eval: {len(kills)} kills survived (nth write, records when killed): {kills}")
-    assert len(kills) >= 5, (kills, eval_reference["writes"])
+    assert len(kills) >= 4, (kills, eval_reference["writes"])
     # the kills landed in every stage (by the record counts when each one died); control and
     # constrained records share their batches, so they are one stage here
     stages = [("baseline.jsonl",), ("constraints.jsonl",), ("control.jsonl", "constrained.jsonl")]

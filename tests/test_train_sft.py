@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from wandb_offline import history, run_dirs
 
@@ -94,31 +93,6 @@ def test_resume_continues_and_does_not_reevaluate(tiny_model, tmp_path):
     run_ids = {d.name.rsplit("-", 1)[1] for d in run_dirs(tmp_path / "wandb_dir")}  # offline-run-<time>-<id>
     assert len(run_dirs(tmp_path / "wandb_dir")) == 2 and len(run_ids) == 1
     assert sorted(sustain_rows(tmp_path / "wandb_dir")) == [2, 4, 6]
-
-
-FAKE_SBATCH = """#!/bin/sh
-echo "$@" >> "{log}"
-echo "4242{n};cluster"
-"""
-
-
-def test_sbatch_mode_submits_each_checkpoint_once_without_waiting(tiny_model, tmp_path):
-    bin_dir, log = tmp_path / "bin", tmp_path / "sbatch.log"
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text(FAKE_SBATCH.format(log=log, n=""))
-    (bin_dir / "sbatch").chmod(0o755)
-    out = tmp_path / "run"
-    env = train_env(tmp_path, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    run_training("sustain.train.sft", "sft.yaml", tiny_model, out, [*SFT_FLAGS, "--eval_mode", "sbatch"], env)
-    calls = log.read_text().splitlines()
-    evals = [out / "eval" / f"checkpoint-{s}" for s in (2, 4)]
-    assert calls == [f"--parsable slurm/eval.slurm {out / e.name} {e} {e / 'eval_recipe.yaml'}" for e in evals]
-    for s, e in zip((2, 4), evals):  # the job gets the effective settings, CLI overrides included
-        settings = yaml.safe_load((e / "eval_recipe.yaml").read_text())["eval"]  # the eval block only
-        assert settings["limit"] == 8 and "model" not in settings and "out" not in settings
-        job = json.loads((out / "eval" / f"checkpoint-{s}" / "job.json").read_text())
-        assert job["job_id"] == "4242"
-        assert not (out / "eval" / f"checkpoint-{s}" / "summary.json").exists()  # nothing ran inline
 
 
 def test_sbatch_results_arriving_later_are_logged_at_their_checkpoint(tmp_path, monkeypatch):
