@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CONSTRAINTS := $(if $(shell command -v nvidia-smi 2>/dev/null),,$(CURDIR)/constraints-cpu.txt)
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint install real-model clean
+.PHONY: demo test test-fast lint install real-model tiny-model clean
 
 install: $(VENV)/.installed
 
@@ -25,10 +25,14 @@ lint: install
 real-model: install
 	$(PY) -m sustain.real_model
 
-test: install
+# The tiny base model the tests train and evaluate, built once into the cache (~7 minutes on 2 cores).
+tiny-model: install
+	$(PY) -m sustain tiny --cached
+
+test: install tiny-model
 	$(PY) -m pytest -q -ra --durations=25 $(PYTEST_ARGS)
 
-test-fast: install
+test-fast: install tiny-model
 	$(PY) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
 
 clean:

@@ -81,6 +81,24 @@ def test_cache_is_keyed_by_config_and_a_failed_build_leaves_nothing(tmp_path, mo
     assert sorted(leftovers) == sorted([first.name, tiny.ensure_tiny_base(tmp_path, steps=4).name])
 
 
+def test_cached_build_goes_to_the_cache_the_tests_read_and_is_reused(tmp_path, monkeypatch, capsys):
+    """`make tiny-model` (`sustain tiny --cached`) builds before the tests, into $SUSTAIN_CACHE_DIR."""
+    calls = []
+
+    def fake_train(out_dir, cfg, progress=True):
+        calls.append(cfg)
+        (out_dir / "config.json").write_text("{}")
+        return out_dir
+
+    monkeypatch.setattr(tiny, "train_tiny", fake_train)
+    monkeypatch.setenv("SUSTAIN_CACHE_DIR", str(tmp_path))
+    assert tiny.main(["--cached", "--steps", "3"]) == 0
+    assert tiny.main(["--cached", "--steps", "3"]) == 0
+    first, second = capsys.readouterr().out.split()
+    assert first == second == str(tmp_path / "tiny-models" / f"tiny-base-{tiny.TinyConfig(steps=3).key()}")
+    assert len(calls) == 1 and (tmp_path / "tiny-models" / first.rsplit("/", 1)[1] / "config.json").is_file()
+
+
 @pytest.mark.slow
 def test_tiny_base_model_solves_held_out_arith(tiny_model):
     names = {p.name for p in tiny_model.iterdir()}

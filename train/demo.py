@@ -167,12 +167,8 @@ def step_bar_class():
 # ---------------------------------------------------------------- stages
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("SUSTAIN_CACHE_DIR", ROOT / ".cache")) / "tiny-models"
-
-
 def build_base(quick: bool, status: list) -> Path:
-    from sustain.train.tiny import TinyConfig, ensure_tiny_base
+    from sustain.train.tiny import TinyConfig, cache_dir, ensure_tiny_base
 
     options = QUICK_BASE if quick else DEMO_BASE
     folder = cache_dir() / f"tiny-base-{TinyConfig.from_options(**options).key()}"

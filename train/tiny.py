@@ -6,6 +6,7 @@ Hugging Face model folder (config.json, model.safetensors, tokenizer files, chat
 every later stage loads like any other checkpoint.
 
     sustain tiny --out runs/tiny-base [--steps 1000] [--instruction-rate 0.3] [--seed 0]
+    sustain tiny --cached     # the tests' default base into the cache (`make tiny-model`)
 
 `ensure_tiny_base(cache_dir, **config)` builds once per config and reuses the folder afterwards.
 """
@@ -28,6 +29,13 @@ from sustain.eval.errors import UserError, argument_parser
 from sustain.eval.tasks.arith import ArithTask
 
 log = logging.getLogger("sustain.train.tiny")
+
+
+def cache_dir() -> Path:
+    """Where built tiny models are kept for the demo and the tests: $SUSTAIN_CACHE_DIR/tiny-models,
+    by default .cache/ in the checkout."""
+    root = Path(__file__).resolve().parents[1]
+    return Path(os.environ.get("SUSTAIN_CACHE_DIR", root / ".cache")) / "tiny-models"
 
 # Bump when the recipe below changes, so cached folders built by an older recipe are not reused.
 RECIPE_VERSION = 1
@@ -261,7 +269,10 @@ def held_out_accuracy(model_dir: str | Path, cfg: TinyConfig, n: int = 200) -> f
 
 def main(argv: list[str] | None = None) -> int:
     parser = argument_parser(prog="sustain tiny", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="model folder to create (must not exist)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="model folder to create (must not exist)")
+    where.add_argument("--cached", action="store_true",
+                       help="build into the cache the demo and the tests read (nothing to do when it is there)")
     parser.add_argument("--steps", type=int, default=TinyConfig.steps)
     parser.add_argument("--instruction-rate", type=float, default=TinyConfig.instruction_rate)
     parser.add_argument("--seed", type=int, default=TinyConfig.seed)
@@ -271,12 +282,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        options = dict(steps=args.steps, seed=args.seed, instruction_rate=args.instruction_rate, ops=args.ops,
+                       digits=args.digits)
+        cfg = TinyConfig.from_options(**options)
+        if args.cached:  # the tests check its accuracy (tests/test_tiny_model.py)
+            print(ensure_tiny_base(cache_dir(), progress=True, **options))
+            return 0
         out = Path(args.out)
         if out.exists():
             raise UserError(f"{out} already exists", "choose another --out or delete that folder")
-        cfg = TinyConfig.from_options(
-            steps=args.steps, seed=args.seed, instruction_rate=args.instruction_rate, ops=args.ops, digits=args.digits
-        )
         _build_atomically(out.resolve(), cfg, progress=True)
         info = json.loads((out / "tiny_build.json").read_text())
         if not args.no_eval:
