@@ -100,6 +100,7 @@ def run(args) -> None:
                               "model": str(model), "dtype": args.dtype, "threads": args.threads})
     for task in args.tasks:
         limit, max_new, data = PLAN[task]
+        limit = min(limit, args.limit) if args.limit else limit
         cfg = EvalConfig(model=str(model), tasks=[task], out=str(root / task), limit=limit,
                          data={task: str(data)} if data else {}, families=["hard"], k_max=K_MAX,
                          max_new_tokens=max_new, batch_size=args.batch_size, attention=True,
@@ -280,6 +281,8 @@ def main(argv=None) -> None:
     r.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     r.add_argument("--batch-size", type=int, default=16)
     r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--limit", type=int, default=None,
+                   help="at most this many items per task (a cut-down run; a larger limit later extends the same folders)")
     p = sub.add_parser("report", help="markdown report from the records")
     p.add_argument("--root", default="runs/bench-real")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "real_model.md"))

@@ -103,7 +103,17 @@ def test_demo_base_leaves_instruction_types_unseen():
 def test_a_resumed_paradigm_does_not_hand_its_wandb_run_to_the_next(monkeypatch):
     monkeypatch.delenv("WANDB_RUN_ID", raising=False)
     monkeypatch.setenv("WANDB_RESUME", "never")
-    with demo.own_wandb_run():
+    with demo.restored_environ("WANDB_RUN_ID", "WANDB_RESUME"):
         os.environ["WANDB_RUN_ID"] = "sft-run"  # what sustain.train.callbacks.resume_wandb_run does on a restart
         os.environ["WANDB_RESUME"] = "allow"
     assert "WANDB_RUN_ID" not in os.environ and os.environ["WANDB_RESUME"] == "never"
+
+
+def test_each_demo_in_one_process_logs_to_its_own_folder(monkeypatch, tmp_path):
+    """bench_demo_seeds runs several demos in one process: WANDB_DIR must not stay at the first one."""
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    seen = []
+    monkeypatch.setattr(demo, "_run_demo", lambda out, quick, extra: seen.append(os.environ["WANDB_DIR"]))
+    demo.run_demo(tmp_path / "seed-0", seed=0)
+    demo.run_demo(tmp_path / "seed-1", seed=1)
+    assert seen == [str(tmp_path / "seed-0"), str(tmp_path / "seed-1")] and "WANDB_DIR" not in os.environ

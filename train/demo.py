@@ -222,10 +222,10 @@ def finished(output_dir: Path) -> bool:
 
 
 @contextlib.contextmanager
-def own_wandb_run():
-    """A resumed paradigm continues its W&B run through WANDB_RUN_ID (sustain.train.callbacks.resume_wandb_run):
-    restore the variables afterwards so the next paradigm does not log into that run."""
-    keys = ("WANDB_RUN_ID", "WANDB_RESUME")
+def restored_environ(*keys: str):
+    """Put these variables back as they were afterwards: a resumed paradigm continues its W&B run through
+    WANDB_RUN_ID (sustain.train.callbacks.resume_wandb_run), and a demo sets WANDB_DIR to its folder;
+    the next paradigm, or the next demo in the same process, must not inherit them."""
     saved = {k: os.environ.get(k) for k in keys}
     try:
         yield
@@ -289,16 +289,20 @@ def quiet_libraries() -> None:
 def run_demo(out: Path, quick: bool = False, seed: int | None = None) -> Path:
     """Every stage (skipping finished work); returns the path of report.md. seed: every paradigm's
     training seed (the recipes' `seed`), for runs over several seeds (benchmarks/bench_demo_seeds.py)."""
-    extra = ("--seed", str(seed)) if seed is not None else ()
+    out = out.resolve()
+    with restored_environ("WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "WANDB_SILENT"):
+        # Offline by default so nothing needs a network; the user's own settings win.
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("WANDB_DIR", str(out))
+        os.environ.setdefault("WANDB_PROJECT", "sustain-suite-demo")
+        os.environ.setdefault("WANDB_SILENT", "true")
+        return _run_demo(out, quick, ("--seed", str(seed)) if seed is not None else ())
+
+
+def _run_demo(out: Path, quick: bool, extra: tuple[str, ...]) -> Path:
     import torch
 
-    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    # Offline by default so nothing needs a network; the user's own settings win.
-    os.environ.setdefault("WANDB_MODE", "offline")
-    os.environ.setdefault("WANDB_DIR", str(out))
-    os.environ.setdefault("WANDB_PROJECT", "sustain-suite-demo")
-    os.environ.setdefault("WANDB_SILENT", "true")
     quiet_libraries()
     # One thread: this model's ops are too small to split, and two threads contend on a shared CPU
     # (train/tiny.py measured 5-8x slower steps with two).
@@ -345,7 +349,7 @@ def run_paradigm(paradigm: Paradigm, base: Path, out: Path, quick: bool, status:
         return
     write_run_info(paradigm, base, out)
     module = importlib.import_module(f"sustain.train.{paradigm.kind}")  # sft | grpo: run(...)
-    with own_wandb_run():
+    with restored_environ("WANDB_RUN_ID", "WANDB_RESUME"):
         # parsed again: parse_recipe's objects are consumed by the trainer (model_init_kwargs, ...)
         module.run(*parse(paradigm, base, out, quick, extra))
     leftover = unevaluated(output_dir)
