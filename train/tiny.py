@@ -29,6 +29,7 @@ from sustain.eval.errors import UserError, argument_parser
 from sustain.eval.tasks.arith import ArithTask
 
 log = logging.getLogger("sustain.train.tiny")
+MAX_STEPS = 100_000
 
 
 def cache_dir() -> Path:
@@ -284,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = dict(steps=args.steps, seed=args.seed, instruction_rate=args.instruction_rate, ops=args.ops,
                        digits=args.digits)
+        if not 1 <= args.steps <= MAX_STEPS:  # a typo'd step count would train for days, then fill the disk
+            raise UserError(f"--steps must be 1 to {MAX_STEPS}, got {args.steps}", "pass e.g. --steps 1000 (the default)")
         cfg = TinyConfig.from_options(**options)
         if args.cached:  # the tests check its accuracy (tests/test_tiny_model.py)
             print(ensure_tiny_base(cache_dir(), progress=True, **options))
