@@ -124,6 +124,34 @@ def test_trained_tiny_model_batched_equals_alone(tiny_model):
     assert cut.finish_reason == "stop" and cut.text == alone[1].split(". The answer")[0]
 
 
+@pytest.mark.slow
+def test_prefix_reuse_prefills_a_shared_prefix_once_with_unchanged_greedy_output(tiny_model):
+    """The constrained stage's shape: per item the question alone and with constraints appended (a
+    shared prefix), several such groups in one batch, beside prompts that share nothing."""
+    task = ArithTask()
+    items = task.load("test", limit=5)
+    convs = [task.messages(it, extra) for it in items[:3] for extra in (None, "Answer with at most 20 words.", "Use no commas.")]
+    convs += [task.messages(it) for it in items[3:]]
+    gen = HFGenerator(str(tiny_model), device="cpu")
+    cfg = SamplingConfig(max_new_tokens=40, batch_size=8)
+    fed = []
+    prefill = lambda m, args, out: fed.append(args[0].numel() if args[0].shape[1] > 1 else 0)  # noqa: E731
+    hook = gen.model.get_input_embeddings().register_forward_hook(prefill)
+    gen.prefix_reuse_min_tokens = None
+    plain = gen.generate(convs, cfg)
+    plain_fed, fed[:] = sum(fed), []
+    gen.prefix_reuse_min_tokens = 8
+    reused = gen.generate(convs, cfg)
+    reused_fed = sum(fed)
+    hook.remove()
+    assert [(g.text, g.n_tokens, g.finish_reason) for g in reused] == [(g.text, g.n_tokens, g.finish_reason) for g in plain]
+    assert len({g.text for g in plain}) >= 5  # different prompts, different outputs: the test can fail
+    assert sum(task.grade(items[i // 3], plain[i].text).success for i in (0, 3, 6)) >= 2  # it is the model that learned arith
+    # prompt tokens prefilled: 11 padded full prompts without reuse (440 here); with it each item's
+    # question once, then the suffixes (315)
+    assert reused_fed < 0.8 * plain_fed, (reused_fed, plain_fed)
+
+
 # ---------------------------------------------------------------- openai (a scripted local server)
 
 

@@ -7,10 +7,13 @@ import os
 from sustain.eval.errors import UserError
 from sustain.eval.generators.base import Generation, Generator, SamplingConfig
 from sustain.eval.generators.chat import PLAIN_CHAT_STOPS, PLAIN_CHAT_TEMPLATE, truncate_at_stop
+from sustain.eval.generators.prefix_reuse import layout, order_by_prefix, reuses
 from sustain.eval.hub import quiet_hub
 from sustain.eval.model_check import check_model_source
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# shorter shared prefixes save too little prefill to pay for the extra forward (benchmarks/README.md)
+PREFIX_REUSE_MIN_TOKENS = 256
 
 
 @contextlib.contextmanager
@@ -109,6 +112,8 @@ class HFGenerator(Generator):
         self.chat_template_kwargs = dict(chat_template_kwargs or {})  # template options, e.g. enable_thinking=False
         #: extra `model.generate` options (e.g. cache_implementation="static"); benchmarks compare them
         self.generate_options: dict = {}
+        #: prompts sharing at least this many leading tokens are prefilled once (prefix_reuse.py); None: never
+        self.prefix_reuse_min_tokens: int | None = PREFIX_REUSE_MIN_TOKENS
 
     def prompt_text(self, conversation: list[dict]) -> str:
         """The exact text the model is conditioned on for a conversation."""
@@ -121,16 +126,29 @@ class HFGenerator(Generator):
     def generate(self, conversations: list[list[dict]], cfg: SamplingConfig) -> list[Generation]:
         prompts = [self.prompt_text(c) for c in conversations]
         stops = list(cfg.stop) + (PLAIN_CHAT_STOPS if self.uses_plain_template else [])
-        # Longest first: batches hold prompts of similar length (less padding); order is restored.
-        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        rows = self.tokenizer(prompts, add_special_tokens=self.uses_plain_template)["input_ids"]
+        order, groups = self._order(rows, prompts)
         results: list[Generation | None] = [None] * len(prompts)
         size = max(1, cfg.batch_size)
         for start in range(0, len(order), size):
-            batch = order[start : start + size]
-            gens = self._generate_batch([prompts[i] for i in batch], cfg, stops, seed=cfg.seed + start)
+            batch, labels = order[start : start + size], groups[start : start + size]
+            if reuses(labels):
+                gens = self._generate_from_prefixes([rows[i] for i in batch], labels, cfg, stops, seed=cfg.seed + start)
+            else:
+                gens = self._generate_batch([prompts[i] for i in batch], cfg, stops, seed=cfg.seed + start)
             for i, gen in zip(batch, gens):
                 results[i] = gen
         return results
+
+    def _order(self, rows: list[list[int]], prompts: list[str]) -> tuple[list[int], list[int]]:
+        """Generation order, and a prefix-group label per position (all distinct: no reuse)."""
+        if self.prefix_reuse_min_tokens and not self.generate_options:  # a static cache cannot take a prefilled one
+            order, groups = order_by_prefix(rows, self.prefix_reuse_min_tokens)
+            if reuses(groups):
+                return order, groups
+        # Longest first: batches hold prompts of similar length (less padding); order is restored.
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        return order, order
 
     def _generate_batch(self, prompts: list[str], cfg: SamplingConfig, stops: list[str], seed: int) -> list[Generation]:
         import torch
@@ -138,6 +156,34 @@ class HFGenerator(Generator):
         # The rendered chat text already carries any BOS the template wants; the plain format does not.
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=self.uses_plain_template)
         enc = enc.to(self.device)
+        kwargs = self._generate_kwargs(cfg, stops, seed)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **kwargs)
+        return self._decode(out[:, enc["input_ids"].shape[1] :].tolist(), cfg, stops)
+
+    def _generate_from_prefixes(self, rows: list[list[int]], groups: list[int], cfg: SamplingConfig, stops: list[str],
+                                seed: int) -> list[Generation]:
+        """A batch whose rows share prefixes (prefix_reuse.py): each prefix is prefilled once, its KV
+        cache copied to its rows, and all rows decode together from there."""
+        import torch
+        from transformers import DynamicCache
+
+        plan = layout(rows, groups, self.tokenizer.pad_token_id)
+        tensor = lambda x: torch.tensor(x, device=self.device)  # noqa: E731
+        mask = tensor(plan.prefix_mask)
+        kwargs = self._generate_kwargs(cfg, stops, seed)
+        with torch.inference_mode():
+            cache = DynamicCache(config=self.model.config)
+            self.model(input_ids=tensor(plan.prefix_ids), attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                       cache=cache, use_cache=True, logits_to_keep=1)
+            cache.batch_select_indices(tensor(plan.row_group))
+            out = self.model.generate(input_ids=tensor(plan.input_ids), attention_mask=tensor(plan.attention_mask),
+                                      cache=cache, **kwargs)
+        return self._decode(out[:, len(plan.input_ids[0]) :].tolist(), cfg, stops)
+
+    def _generate_kwargs(self, cfg: SamplingConfig, stops: list[str], seed: int) -> dict:
+        import torch
+
         sample = cfg.temperature > 0
         kwargs = dict(
             max_new_tokens=cfg.max_new_tokens,
@@ -152,9 +198,9 @@ class HFGenerator(Generator):
         if stops:
             kwargs.update(stop_strings=stops, tokenizer=self.tokenizer)
         kwargs.update(self.generate_options)
-        with torch.inference_mode():
-            out = self.model.generate(**enc, **kwargs)
-        new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
+        return kwargs
+
+    def _decode(self, new_tokens: list[list[int]], cfg: SamplingConfig, stops: list[str]) -> list[Generation]:
         eos_ids = self._eos_ids()
         results = []
         for ids in new_tokens:

@@ -1,0 +1,88 @@
+"""Prefix reuse: prompts that share a long token prefix are prefilled once per prefix.
+
+The constrained stage queues, per solved item, a control re-run and k = 1..k_max constrained prompts:
+the same question with different constraint text appended, so they share every token up to the
+constraint. On HotpotQA that is ~1,300 tokens of paragraphs per prompt, and prefill dominates on
+CPU. A batch that holds such a group runs each distinct prefix once (one padded forward), copies its
+KV cache to the group's rows, and decodes every row together from there:
+
+    [pad.. prefix_g][pad.. suffix_i]  with the attention mask zero on both pads
+
+Position ids come from the attention mask, so each suffix continues at its prefix's length and the
+greedy output equals the full-prompt one up to float noise. benchmarks/bench_prefix_reuse.py measures
+it; the minimum shared length keeps short prompts (GSM8K), where nothing is saved, on the plain path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def shared_length(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def order_by_prefix(rows: list[list[int]], min_tokens: int) -> tuple[list[int], list[int]]:
+    """Indices of `rows` in generation order, and a group number per index: rows that share at least
+    `min_tokens` leading tokens are adjacent and share a group number; groups go longest first (the
+    plain path's length sort: batches of similar length pad less)."""
+    by_tokens = sorted(range(len(rows)), key=lambda i: rows[i])  # rows sharing a prefix become neighbours
+    groups: list[list[int]] = []
+    for i in by_tokens:
+        # sorted order: the first member's overlap with a newcomer is the whole group's shared prefix
+        if groups and shared_length(rows[groups[-1][0]], rows[i]) >= min_tokens:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    groups.sort(key=lambda g: -max(len(rows[i]) for i in g))
+    order = [i for g in groups for i in g]
+    label = {i: n for n, g in enumerate(groups) for i in g}
+    return order, [label[i] for i in order]
+
+
+@dataclass
+class PrefixLayout:
+    """One batch laid out for prefix reuse (lists of token ids and 0/1 masks, ready for tensors)."""
+
+    prefix_ids: list[list[int]]  # one row per group, left-padded
+    prefix_mask: list[list[int]]
+    row_group: list[int]  # for each batch row, its group's row in prefix_ids
+    input_ids: list[list[int]]  # per batch row: its group's padded prefix, then its left-padded suffix
+    attention_mask: list[list[int]]
+
+
+def layout(rows: list[list[int]], groups: list[int], pad_id: int) -> PrefixLayout:
+    """`rows`: one batch's prompts as token ids; `groups`: a group label per row (equal labels share a
+    prefix). Every row keeps at least its last token outside the prefix: generation starts from it."""
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    prefix_len = {}
+    for g, idx in members.items():
+        first = rows[idx[0]]
+        cut = min(len(rows[i]) for i in idx) - 1
+        prefix_len[g] = min([cut] + [shared_length(first, rows[i]) for i in idx[1:]])
+    labels = list(members)
+    width = max(prefix_len.values())
+    suffix_width = max(len(r) - prefix_len[g] for r, g in zip(rows, groups))
+
+    def left_pad(ids: list[int], n: int) -> tuple[list[int], list[int]]:
+        return [pad_id] * (n - len(ids)) + ids, [0] * (n - len(ids)) + [1] * len(ids)
+
+    prefix_ids, prefix_mask = zip(*(left_pad(rows[members[g][0]][:prefix_len[g]], width) for g in labels))
+    input_ids, attention_mask = [], []
+    for r, g in zip(rows, groups):
+        head, head_mask = prefix_ids[labels.index(g)], prefix_mask[labels.index(g)]
+        tail, tail_mask = left_pad(r[prefix_len[g]:], suffix_width)
+        input_ids.append(list(head) + tail)
+        attention_mask.append(list(head_mask) + tail_mask)
+    return PrefixLayout(list(map(list, prefix_ids)), list(map(list, prefix_mask)),
+                        [labels.index(g) for g in groups], input_ids, attention_mask)
+
+
+def reuses(groups: list[int]) -> bool:
+    """A batch gains from the layout only if some group has two or more rows in it."""
+    return len(set(groups)) < len(groups)
