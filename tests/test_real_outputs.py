@@ -57,3 +57,29 @@ def test_f1_mode_counts_the_hand_answers_with_f1_at_least_the_threshold(rows):
     graded = [grade_row(r, f1_threshold=0.5).success for r in qa]
     assert graded == expected
     assert sum(expected) == 8  # EM's 3 plus partial names ("Lee Hazlewood" for "Barton Lee Hazlewood", ...)
+
+
+def test_humaneval_verdicts_agree_with_a_reading_of_the_code_but_for_the_documented_weak_test():
+    """tests/fixtures/real_outputs_bench: benchmark outputs whose code a person checked against the
+    docstring. Execution may only disagree where the official tests are weaker than the docstring."""
+    import json
+    from pathlib import Path
+
+    from real_outputs import Generation
+    from sustain.eval.tasks import get_task
+    from tests.conftest import need_command
+
+    need_command("bwrap", "bubblewrap")
+    fixture = Path(__file__).parent / "fixtures" / "real_outputs_bench" / "humaneval-float32.jsonl"
+    rows = [json.loads(line) for line in fixture.read_text(encoding="utf-8").splitlines()]
+    task = get_task("humaneval", timeout_s=10, sandbox_workers=2)
+    try:
+        items = {it.id: it for it in task.load()}
+        grades = task.grade_generations([items[r["item_id"]] for r in rows],
+                                        [Generation(r["output"], r["finish_reason"]) for r in rows])
+    finally:
+        task.close()
+    assert len(rows) == 13 and sum(r["label"]["correct"] for r in rows) == 6
+    disagree = [r["item_id"] for r, g in zip(rows, grades) if g.success != r["label"]["correct"]]
+    assert disagree == ["HumanEval/29"]  # `prefix in s` passes tests that never put the prefix mid-string
+    assert [g.success for g in grades] == [r["graded_at_generation"] for r in rows]  # the grader has not drifted
