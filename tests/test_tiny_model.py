@@ -98,6 +98,7 @@ def test_cached_build_goes_to_the_cache_the_tests_read_and_is_reused(tmp_path, m
     assert first == second == str(tmp_path / "tiny-models" / f"tiny-base-{tiny.TinyConfig(steps=3).key()}")
     assert len(calls) == 1 and (tmp_path / "tiny-models" / first.rsplit("/", 1)[1] / "config.json").is_file()
     assert tiny.main(["--cached", "--steps", str(10**20)]) == 2 and len(calls) == 1  # refused before any build
+    assert capsys.readouterr().err.startswith("sustain: error: --steps must be 1 to 100000")
 
 
 @pytest.mark.slow

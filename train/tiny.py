@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             (out / "tiny_build.json").write_text(json.dumps(info, indent=2) + "\n")
         print(json.dumps({k: v for k, v in info.items() if k != "config"}))
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"sustain: error: {exc}", file=sys.stderr)
         return 2
     return 0
 
