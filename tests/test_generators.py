@@ -304,6 +304,7 @@ def test_vllm_maps_sampling_config_and_outputs(monkeypatch, untrained_dir):
     out = gen.generate(CONVERSATIONS[:2], SamplingConfig(max_new_tokens=9, temperature=0.5, top_p=0.9, stop=["="], seed=2))
     convs, params, kwargs = seen["chat"]
     assert convs == CONVERSATIONS[:2] and seen["llm"]["model"] == str(untrained_dir.resolve())
+    assert seen["llm"]["enable_prefix_caching"] is True
     assert (params.max_tokens, params.temperature, params.top_p, params.seed) == (9, 0.5, 0.9, 2)
     assert params.stop == ["=", "\nUser:"]  # plain-format models also stop at the next user turn
     assert kwargs["chat_template"] == PLAIN_CHAT_TEMPLATE and kwargs["add_generation_prompt"]

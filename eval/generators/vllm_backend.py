@@ -32,6 +32,9 @@ class VLLMGenerator(Generator):
         self._vllm = vllm
         source = check_model_source(str(model))
         self.model_id = source
+        # a constrained item's control and k prompts share the question's prefix: let vLLM reuse its KV
+        # blocks (the default in vLLM's V1 engine; set here so older engines do it too)
+        llm_kwargs.setdefault("enable_prefix_caching", True)
         self.llm = vllm.LLM(
             model=source,
             dtype=dtype,
