@@ -48,14 +48,19 @@ def timed_ranks(cfg: dict, world: int, sync: Path) -> float:
     sync.mkdir()
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(cfg), str(rank), str(world), str(sync)], env=env)
              for rank in range(world)]
-    while len(list(sync.glob("ready-*"))) < world:
-        if any(p.poll() for p in procs):
-            raise SystemExit("a rank failed before the barrier")
-        time.sleep(0.005)
-    start = time.perf_counter()
-    (sync / "go").touch()
-    if any(p.wait() for p in procs):
-        raise SystemExit("a rank failed")
+    try:
+        while len(list(sync.glob("ready-*"))) < world:
+            if any(p.poll() for p in procs):
+                raise SystemExit("a rank failed before the barrier")
+            time.sleep(0.005)
+        start = time.perf_counter()
+        (sync / "go").touch()
+        if any(p.wait() for p in procs):
+            raise SystemExit("a rank failed")
+    finally:  # a failed rank must not leave the others polling for `go` forever
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     if world > 1:
         merge_shards(EvalConfig(**cfg), world)
     return time.perf_counter() - start

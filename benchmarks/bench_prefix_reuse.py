@@ -21,7 +21,7 @@ import torch
 from sustain.eval.config import EvalConfig
 from sustain.eval.generators import SamplingConfig
 from sustain.eval.generators.hf import PREFIX_REUSE_MIN_TOKENS, HFGenerator
-from sustain.eval.generators.prefix_reuse import shared_length
+from sustain.eval.generators.prefix_reuse import order_by_prefix, reuses, shared_length
 from sustain.eval.tasks import open_task
 from sustain.real_model import FETCH_COMMAND, gguf_path
 
@@ -67,7 +67,11 @@ def main() -> None:
     gen = HFGenerator(a.model or str(gguf_path()), device="cpu", dtype="float32")
     convs = [c for group in variants(a.task, a.items, a.k_max) for c in group]
     cfg = SamplingConfig(max_new_tokens=a.tokens, temperature=0.0, batch_size=a.batch_size)
-    rows = [gen.tokenizer(gen.prompt_text(c), add_special_tokens=False)["input_ids"] for c in convs]
+    rows = gen.token_rows([gen.prompt_text(c) for c in convs])
+    groups = order_by_prefix(rows, a.min_tokens)[1]
+    if not reuses(groups):
+        print(f"no prompts share {a.min_tokens} leading tokens: both runs below take the plain path")
+    timed(gen, convs[:1], cfg, None)  # warm-up: one-time costs out of round 1
     t_reuse, t_plain = [], []
     for r in range(a.rounds):
         out_p, t = timed(gen, convs, cfg, None)
@@ -81,7 +85,8 @@ def main() -> None:
     group = a.k_max + 1
     shared = sum(min(shared_length(rows[i], rows[j]) for j in range(i + 1, i + group)) for i in range(0, len(rows), group))
     print(f"\n{a.task}: {a.items} items x (control + k=1..{a.k_max}) = {len(convs)} prompts, {sum(map(len, rows))} prompt "
-          f"tokens; the items' shared prefixes hold {shared} tokens, prefilled {group}x without reuse and once with it, {a.tokens} new tokens, "
+          f"tokens, the items' shared prefixes {shared} tokens (counted once per item); {len(set(groups))} prefix groups "
+          f"(min {a.min_tokens} tokens), {a.tokens} new tokens, "
           f"batch {a.batch_size}, {torch.get_num_threads()} threads, load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}")
     print(f"constrained stage with reuse / without: median {statistics.median(ratios):.3f} "
           f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)}); greedy outputs identical: {same}/{len(convs)}")

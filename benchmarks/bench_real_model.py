@@ -100,7 +100,7 @@ def run(args) -> None:
                               "model": str(model), "dtype": args.dtype, "threads": args.threads})
     for task in args.tasks:
         limit, max_new, data = PLAN[task]
-        limit = min(limit, args.limit) if args.limit else limit
+        limit = min(limit, args.limit) if args.limit is not None else limit
         cfg = EvalConfig(model=str(model), tasks=[task], out=str(root / task), limit=limit,
                          data={task: str(data)} if data else {}, families=["hard"], k_max=K_MAX,
                          max_new_tokens=max_new, batch_size=args.batch_size, attention=True,
@@ -288,6 +288,8 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "real_model.md"))
     args = parser.parse_args(argv)
     if args.command == "run":
+        if args.limit is not None and args.limit < 1:
+            parser.error(f"--limit must be at least 1, got {args.limit}")
         run(args)
     else:
         print(report(args))

@@ -43,13 +43,10 @@ def need_command(cmd: str, debian_package: str) -> str:
     return found
 
 
-CACHE_DIR = Path(os.environ.get("SUSTAIN_CACHE_DIR", ROOT / ".cache"))
-
-
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     """The offline tiny base model trained on `arith` (train/tiny.py), built once and cached
     across sessions under .cache/ (git-ignored); a first build takes a few minutes on 2 cores."""
-    from sustain.train.tiny import ensure_tiny_base
+    from sustain.train.tiny import cache_dir, ensure_tiny_base
 
-    return ensure_tiny_base(CACHE_DIR / "tiny-models")
+    return ensure_tiny_base(cache_dir())  # where `make tiny-model` built it

@@ -1,5 +1,6 @@
 """Generation backends: hf on tiny local models, openai against a scripted local server, vllm's guard."""
 import json
+from collections import Counter
 import shutil
 import socket
 import sys
@@ -16,6 +17,7 @@ from sustain.eval.generators.base import SamplingConfig
 from sustain.eval.generators.chat import PLAIN_CHAT_TEMPLATE
 from sustain.eval.generators.hf import HFGenerator
 from sustain.eval.generators.openai_http import OpenAIGenerator
+from sustain.eval.generators.prefix_reuse import order_by_prefix
 from sustain.eval.tasks.arith import ArithTask
 from sustain.train.tiny import save_untrained
 
@@ -134,6 +136,8 @@ def test_prefix_reuse_prefills_a_shared_prefix_once_with_unchanged_greedy_output
     convs += [task.messages(it) for it in items[3:]]
     gen = HFGenerator(str(tiny_model), device="cpu")
     cfg = SamplingConfig(max_new_tokens=40, batch_size=8)
+    groups = order_by_prefix(gen.token_rows([gen.prompt_text(c) for c in convs]), 8)[1]
+    assert sorted(Counter(groups).values()) == [1, 1, 3, 3, 3]  # one group per item, not one for the shared template
     fed = []
     prefill = lambda m, args, out: fed.append(args[0].numel() if args[0].shape[1] > 1 else 0)  # noqa: E731
     hook = gen.model.get_input_embeddings().register_forward_hook(prefill)
@@ -147,8 +151,8 @@ def test_prefix_reuse_prefills_a_shared_prefix_once_with_unchanged_greedy_output
     assert [(g.text, g.n_tokens, g.finish_reason) for g in reused] == [(g.text, g.n_tokens, g.finish_reason) for g in plain]
     assert len({g.text for g in plain}) >= 5  # different prompts, different outputs: the test can fail
     assert sum(task.grade(items[i // 3], plain[i].text).success for i in (0, 3, 6)) >= 2  # it is the model that learned arith
-    # prompt tokens prefilled: 11 padded full prompts without reuse (440 here); with it each item's
-    # question once, then the suffixes (315)
+    # prompt tokens prefilled: 11 padded full prompts without reuse; with it each item's question
+    # once, then the suffixes
     assert reused_fed < 0.8 * plain_fed, (reused_fed, plain_fed)
 
 

@@ -7,7 +7,7 @@ import os
 from sustain.eval.errors import UserError
 from sustain.eval.generators.base import Generation, Generator, SamplingConfig
 from sustain.eval.generators.chat import PLAIN_CHAT_STOPS, PLAIN_CHAT_TEMPLATE, truncate_at_stop
-from sustain.eval.generators.prefix_reuse import layout, order_by_prefix, reuses
+from sustain.eval.generators.prefix_reuse import PrefixLayout, layout, order_by_prefix, reuses, saves_prefill
 from sustain.eval.hub import quiet_hub
 from sustain.eval.model_check import check_model_source
 
@@ -53,7 +53,8 @@ def _torch_dtype(dtype: str):
 
 
 class HFGenerator(Generator):
-    """Greedy or seeded sampling with transformers `generate`, left-padded batches.
+    """Greedy or seeded sampling with transformers `generate`, left-padded batches; prompts that share a
+    long prefix prefill it once (prefix_reuse.py).
 
     `.model` and `.tokenizer` are public: the attention analysis reuses them.
     """
@@ -126,49 +127,62 @@ class HFGenerator(Generator):
     def generate(self, conversations: list[list[dict]], cfg: SamplingConfig) -> list[Generation]:
         prompts = [self.prompt_text(c) for c in conversations]
         stops = list(cfg.stop) + (PLAIN_CHAT_STOPS if self.uses_plain_template else [])
-        rows = self.tokenizer(prompts, add_special_tokens=self.uses_plain_template)["input_ids"]
-        order, groups = self._order(rows, prompts)
+        rows = self.token_rows(prompts)
+        order, groups = self._order(rows)
         results: list[Generation | None] = [None] * len(prompts)
         size = max(1, cfg.batch_size)
         for start in range(0, len(order), size):
             batch, labels = order[start : start + size], groups[start : start + size]
-            if reuses(labels):
-                gens = self._generate_from_prefixes([rows[i] for i in batch], labels, cfg, stops, seed=cfg.seed + start)
+            batch_rows = [rows[i] for i in batch]
+            plan = layout(batch_rows, labels, self.tokenizer.pad_token_id) if reuses(labels) else None
+            if plan is not None and saves_prefill(plan, batch_rows):
+                gens = self._generate_from_prefixes(plan, cfg, stops, seed=cfg.seed + start)
             else:
-                gens = self._generate_batch([prompts[i] for i in batch], cfg, stops, seed=cfg.seed + start)
+                gens = self._generate_batch(batch_rows, cfg, stops, seed=cfg.seed + start)
             for i, gen in zip(batch, gens):
                 results[i] = gen
         return results
 
-    def _order(self, rows: list[list[int]], prompts: list[str]) -> tuple[list[int], list[int]]:
+    def token_rows(self, prompts: list[str]) -> list[list[int]]:
+        # The rendered chat text already carries any BOS the template wants; the plain format does not.
+        return self.tokenizer(prompts, add_special_tokens=self.uses_plain_template)["input_ids"]
+
+    def _order(self, rows: list[list[int]]) -> tuple[list[int], list[int]]:
         """Generation order, and a prefix-group label per position (all distinct: no reuse)."""
-        if self.prefix_reuse_min_tokens and not self.generate_options:  # a static cache cannot take a prefilled one
+        if self.prefix_reuse_min_tokens and self._prefix_reuse_fits():
             order, groups = order_by_prefix(rows, self.prefix_reuse_min_tokens)
             if reuses(groups):
                 return order, groups
         # Longest first: batches hold prompts of similar length (less padding); order is restored.
-        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
         return order, order
 
-    def _generate_batch(self, prompts: list[str], cfg: SamplingConfig, stops: list[str], seed: int) -> list[Generation]:
+    def _prefix_reuse_fits(self) -> bool:
+        """Reuse hands generate a prefilled DynamicCache and pads inside rows: only full-attention
+        models on the default cache take both (not a static, hybrid or sliding-window cache, whose
+        windows would count the inner padding, nor linear-attention layers)."""
+        config = self.model.config
+        if self.generate_options or self.model.generation_config.cache_implementation is not None:
+            return False
+        if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+            return False
+        return all(kind == "full_attention" for kind in getattr(config, "layer_types", None) or [])
+
+    def _generate_batch(self, rows: list[list[int]], cfg: SamplingConfig, stops: list[str], seed: int) -> list[Generation]:
         import torch
 
-        # The rendered chat text already carries any BOS the template wants; the plain format does not.
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=self.uses_plain_template)
-        enc = enc.to(self.device)
+        enc = self.tokenizer.pad({"input_ids": rows}, padding=True, return_tensors="pt").to(self.device)
         kwargs = self._generate_kwargs(cfg, stops, seed)
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
         return self._decode(out[:, enc["input_ids"].shape[1] :].tolist(), cfg, stops)
 
-    def _generate_from_prefixes(self, rows: list[list[int]], groups: list[int], cfg: SamplingConfig, stops: list[str],
-                                seed: int) -> list[Generation]:
+    def _generate_from_prefixes(self, plan: PrefixLayout, cfg: SamplingConfig, stops: list[str], seed: int) -> list[Generation]:
         """A batch whose rows share prefixes (prefix_reuse.py): each prefix is prefilled once, its KV
         cache copied to its rows, and all rows decode together from there."""
         import torch
         from transformers import DynamicCache
 
-        plan = layout(rows, groups, self.tokenizer.pad_token_id)
         tensor = lambda x: torch.tensor(x, device=self.device)  # noqa: E731
         mask = tensor(plan.prefix_mask)
         kwargs = self._generate_kwargs(cfg, stops, seed)

@@ -30,17 +30,36 @@ def order_by_prefix(rows: list[list[int]], min_tokens: int) -> tuple[list[int], 
     `min_tokens` leading tokens are adjacent and share a group number; groups go longest first (the
     plain path's length sort: batches of similar length pad less)."""
     by_tokens = sorted(range(len(rows)), key=lambda i: rows[i])  # rows sharing a prefix become neighbours
-    groups: list[list[int]] = []
-    for i in by_tokens:
-        # sorted order: the first member's overlap with a newcomer is the whole group's shared prefix
-        if groups and shared_length(rows[groups[-1][0]], rows[i]) >= min_tokens:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    groups.sort(key=lambda g: -max(len(rows[i]) for i in g))
+    near = [shared_length(rows[i], rows[j]) for i, j in zip(by_tokens, by_tokens[1:])]
+    groups, start = [], 0
+    for end in range(1, len(by_tokens) + 1):  # runs whose neighbours share >= min_tokens, each split at its best cuts
+        if end == len(by_tokens) or near[end - 1] < min_tokens:
+            groups += _cheapest_split(rows, by_tokens[start:end], near[start:end - 1])
+            start = end
+    groups.sort(key=lambda g: (-max(len(rows[i]) for i in g), g[0]))
     order = [i for g in groups for i in g]
     label = {i: n for n, g in enumerate(groups) for i in g}
     return order, [label[i] for i in order]
+
+
+def _cheapest_split(rows: list[list[int]], group: list[int], near: list[int]) -> list[list[int]]:
+    """Sorted rows with their neighbours' overlaps `near`: keep them as one group, or cut where the
+    overlap is smallest (two items that share only a preamble) when that prefills fewer tokens."""
+    def cost(lo: int, hi: int) -> int:  # prefill tokens of group[lo:hi] as one group
+        if hi - lo == 1:
+            return len(rows[group[lo]])
+        shared = min(near[lo:hi - 1])
+        return shared + sum(len(rows[i]) - shared for i in group[lo:hi])
+
+    def best(lo: int, hi: int) -> tuple[int, list[tuple[int, int]]]:
+        if hi - lo == 1:
+            return cost(lo, hi), [(lo, hi)]
+        cut = lo + 1 + min(range(hi - lo - 1), key=lambda j: near[lo + j])
+        (left, l_spans), (right, r_spans) = best(lo, cut), best(cut, hi)
+        whole = cost(lo, hi)
+        return (whole, [(lo, hi)]) if whole <= left + right else (left + right, l_spans + r_spans)
+
+    return [group[lo:hi] for lo, hi in best(0, len(group))[1]]
 
 
 @dataclass
@@ -65,6 +84,11 @@ def layout(rows: list[list[int]], groups: list[int], pad_id: int) -> PrefixLayou
         first = rows[idx[0]]
         cut = min(len(rows[i]) for i in idx) - 1
         prefix_len[g] = min([cut] + [shared_length(first, rows[i]) for i in idx[1:]])
+    # a row alone in its group is split anywhere: at the shared prefixes' width, so it widens neither part
+    shared_width = max((n for g, n in prefix_len.items() if len(members[g]) > 1), default=0)
+    for g, idx in members.items():
+        if len(idx) == 1:
+            prefix_len[g] = min(len(rows[idx[0]]) - 1, shared_width)
     labels = list(members)
     width = max(prefix_len.values())
     suffix_width = max(len(r) - prefix_len[g] for r, g in zip(rows, groups))
@@ -84,5 +108,13 @@ def layout(rows: list[list[int]], groups: list[int], pad_id: int) -> PrefixLayou
 
 
 def reuses(groups: list[int]) -> bool:
-    """A batch gains from the layout only if some group has two or more rows in it."""
+    """A batch can gain from the layout only if some group has two or more rows in it."""
     return len(set(groups)) < len(groups)
+
+
+def saves_prefill(plan: PrefixLayout, rows: list[list[int]]) -> bool:
+    """The layout's prefill (each prefix row, then every row's padded suffix) is smaller than the plain
+    left-padded batch's (every row at the longest prompt's length)."""
+    suffix_width = len(plan.input_ids[0]) - len(plan.prefix_ids[0])
+    reuse = len(plan.prefix_ids) * len(plan.prefix_ids[0]) + len(rows) * suffix_width
+    return reuse < len(rows) * max(map(len, rows))
