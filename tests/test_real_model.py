@@ -115,6 +115,33 @@ def _short_items(tmp_path: Path) -> dict[str, str]:
             "humaneval": str(_jsonl(tmp_path / "humaneval.jsonl", [problems[k] for k in SHORT_HUMANEVAL]))}
 
 
+def test_prefix_reuse_keeps_greedy_outputs_on_the_30_layer_gqa_model(real_generator, tmp_path):
+    """The constrained stage's shape on the real model: a HotpotQA item's control and two constrained
+    prompts (one shared prefix) beside an unrelated GSM8K prompt, with reuse on and off."""
+    from sustain.eval.generators.prefix_reuse import order_by_prefix
+    from sustain.eval.tasks import open_task
+
+    cfg = EvalConfig(model="-", tasks=["hotpotqa"], data={"hotpotqa": str(_short_hotpotqa(tmp_path))})
+    task = open_task("hotpotqa", cfg)
+    item = task.load("test", 1)[0]
+    task.close()
+    convs = [task.messages(item, constraint=c) for c in (None, "Answer in at most 5 words.",
+                                                         "Answer in at most 5 words.\nWrite in lowercase only.")]
+    convs.append([{"role": "user", "content": EASY_GSM8K[0]["question"]}])
+    gen, sampling = real_generator, SamplingConfig(max_new_tokens=24, batch_size=4)
+    before = gen.prefix_reuse_min_tokens
+    try:
+        gen.prefix_reuse_min_tokens = None
+        plain = [g.text for g in gen.generate(convs, sampling)]
+        gen.prefix_reuse_min_tokens = 64
+        groups = order_by_prefix(gen.token_rows([gen.prompt_text(c) for c in convs]), 64)[1]
+        assert sorted(groups.count(g) for g in set(groups)) == [1, 3]  # the item's three prompts, the GSM8K one alone
+        reused = [g.text for g in gen.generate(convs, sampling)]
+    finally:
+        gen.prefix_reuse_min_tokens = before
+    assert reused == plain and len(set(plain)) >= 3
+
+
 def test_pipeline_baseline_constraints_constrained_summary_attention(real_generator, tmp_path):
     from sustain.eval.pipeline import run_eval
 
