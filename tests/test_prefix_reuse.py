@@ -53,3 +53,10 @@ def test_a_lone_row_is_cut_at_the_shared_prefixes_width_and_reuse_is_refused_whe
     # a long prefix beside long suffixes: 2 x 1,000 + 4 x 1,000 > 4 x 1,300, the plain batch is cheaper
     long_head, long_tail = [[6] * 1000 + [1] * 10, [6] * 1000 + [2] * 10], [[7] * 300 + [t] * 1000 for t in (1, 2)]
     assert not saves_prefill(layout(long_head + long_tail, groups=[0, 0, 1, 1], pad_id=PAD), long_head + long_tail)
+
+
+def test_a_thousand_prompts_behind_one_preamble_group_without_deep_recursion():
+    preamble = [1] * 300
+    rows = [preamble + [2 + i // 3] * 400 + [i % 3] for i in range(3000)]  # 1,000 items x 3 variants
+    _, groups = order_by_prefix(rows, min_tokens=256)
+    assert len(set(groups)) == 1000 and all(groups.count(g) == 3 for g in set(groups[:30]))

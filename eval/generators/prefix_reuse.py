@@ -44,7 +44,8 @@ def order_by_prefix(rows: list[list[int]], min_tokens: int) -> tuple[list[int], 
 
 def _cheapest_split(rows: list[list[int]], group: list[int], near: list[int]) -> list[list[int]]:
     """Sorted rows with their neighbours' overlaps `near`: keep them as one group, or cut where the
-    overlap is smallest (two items that share only a preamble) when that prefills fewer tokens."""
+    overlap is smallest (items that share only a preamble) when that prefills fewer tokens. The
+    recursion goes one level per distinct overlap, not one per row."""
     def cost(lo: int, hi: int) -> int:  # prefill tokens of group[lo:hi] as one group
         if hi - lo == 1:
             return len(rows[group[lo]])
@@ -54,10 +55,11 @@ def _cheapest_split(rows: list[list[int]], group: list[int], near: list[int]) ->
     def best(lo: int, hi: int) -> tuple[int, list[tuple[int, int]]]:
         if hi - lo == 1:
             return cost(lo, hi), [(lo, hi)]
-        cut = lo + 1 + min(range(hi - lo - 1), key=lambda j: near[lo + j])
-        (left, l_spans), (right, r_spans) = best(lo, cut), best(cut, hi)
-        whole = cost(lo, hi)
-        return (whole, [(lo, hi)]) if whole <= left + right else (left + right, l_spans + r_spans)
+        shared = min(near[lo:hi - 1])  # cut at every neighbour pair that shares only this much
+        cuts = [lo] + [j + 1 for j in range(lo, hi - 1) if near[j] == shared] + [hi]
+        parts = [best(a, b) for a, b in zip(cuts, cuts[1:])]
+        split, whole = sum(c for c, _ in parts), cost(lo, hi)
+        return (whole, [(lo, hi)]) if whole <= split else (split, [span for _, spans in parts for span in spans])
 
     return [group[lo:hi] for lo, hi in best(0, len(group))[1]]
 
