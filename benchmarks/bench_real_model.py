@@ -216,7 +216,7 @@ def report(args) -> str:
     if loaded:
         s = loaded[-1]
         lines += [f"Model `{Path(s['model']).name}`, dtype {s['dtype']}, {s['threads']} torch threads, "
-                  f"CPU (2 cores shared with other jobs, niced).", ""]
+                  f"CPU (2 cores, niced; the sessions log says when each task ran).", ""]
     table = ["| task | stage | accuracy (baseline) | SustainScore k=1 | SustainScore k=2 | follow rate "
              "| attention gap (failed - solved) | wall (generation) | generated tok/s |",
              "|---|---|---|---|---|---|---|---|---|"]
