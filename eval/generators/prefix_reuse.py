@@ -91,22 +91,20 @@ def layout(rows: list[list[int]], groups: list[int], pad_id: int) -> PrefixLayou
     for g, idx in members.items():
         if len(idx) == 1:
             prefix_len[g] = min(len(rows[idx[0]]) - 1, shared_width)
-    labels = list(members)
+    slot = {g: n for n, g in enumerate(members)}  # a group's row in prefix_ids
     width = max(prefix_len.values())
     suffix_width = max(len(r) - prefix_len[g] for r, g in zip(rows, groups))
 
     def left_pad(ids: list[int], n: int) -> tuple[list[int], list[int]]:
         return [pad_id] * (n - len(ids)) + ids, [0] * (n - len(ids)) + [1] * len(ids)
 
-    prefix_ids, prefix_mask = zip(*(left_pad(rows[members[g][0]][:prefix_len[g]], width) for g in labels))
+    prefix_ids, prefix_mask = map(list, zip(*(left_pad(rows[idx[0]][:prefix_len[g]], width) for g, idx in members.items())))
     input_ids, attention_mask = [], []
     for r, g in zip(rows, groups):
-        head, head_mask = prefix_ids[labels.index(g)], prefix_mask[labels.index(g)]
         tail, tail_mask = left_pad(r[prefix_len[g]:], suffix_width)
-        input_ids.append(list(head) + tail)
-        attention_mask.append(list(head_mask) + tail_mask)
-    return PrefixLayout(list(map(list, prefix_ids)), list(map(list, prefix_mask)),
-                        [labels.index(g) for g in groups], input_ids, attention_mask)
+        input_ids.append(prefix_ids[slot[g]] + tail)
+        attention_mask.append(prefix_mask[slot[g]] + tail_mask)
+    return PrefixLayout(prefix_ids, prefix_mask, [slot[g] for g in groups], input_ids, attention_mask)
 
 
 def reuses(groups: list[int]) -> bool:
