@@ -4,7 +4,7 @@ import json
 import pytest
 
 import sustain.train.tiny as tiny
-from sustain.eval.errors import UserError
+from sustain.eval.errors import UserError, run_entry
 from sustain.eval.generators.base import SamplingConfig
 from sustain.eval.generators.hf import HFGenerator
 from sustain.eval.tasks.arith import ArithTask
@@ -97,7 +97,7 @@ def test_cached_build_goes_to_the_cache_the_tests_read_and_is_reused(tmp_path, m
     first, second = capsys.readouterr().out.split()
     assert first == second == str(tmp_path / "tiny-models" / f"tiny-base-{tiny.TinyConfig(steps=3).key()}")
     assert len(calls) == 1 and (tmp_path / "tiny-models" / first.rsplit("/", 1)[1] / "config.json").is_file()
-    assert tiny.main(["--cached", "--steps", str(10**20)]) == 2 and len(calls) == 1  # refused before any build
+    assert run_entry(tiny.main, ["--cached", "--steps", str(10**20)]) == 2 and len(calls) == 1  # refused before any build
     assert capsys.readouterr().err.startswith("sustain: error: --steps must be 1 to 100000")
 
 

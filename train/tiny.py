@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sustain.eval.errors import UserError, argument_parser
+from sustain.eval.errors import UserError, argument_parser, run_entry
 from sustain.eval.tasks.arith import ArithTask
 
 log = logging.getLogger("sustain.train.tiny")
@@ -282,29 +282,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out accuracy check")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        options = dict(steps=args.steps, seed=args.seed, instruction_rate=args.instruction_rate, ops=args.ops,
-                       digits=args.digits)
-        if not 1 <= args.steps <= MAX_STEPS:  # a typo'd step count would train for days, then fill the disk
-            raise UserError(f"--steps must be 1 to {MAX_STEPS}, got {args.steps}", "pass e.g. --steps 1000 (the default)")
-        cfg = TinyConfig.from_options(**options)
-        if args.cached:  # the tests check its accuracy (tests/test_tiny_model.py)
-            print(ensure_tiny_base(cache_dir(), progress=True, **options))
-            return 0
-        out = Path(args.out)
-        if out.exists():
-            raise UserError(f"{out} already exists", "choose another --out or delete that folder")
-        _build_atomically(out.resolve(), cfg, progress=True)
-        info = json.loads((out / "tiny_build.json").read_text())
-        if not args.no_eval:
-            info["held_out_accuracy_200"] = held_out_accuracy(out, cfg)
-            (out / "tiny_build.json").write_text(json.dumps(info, indent=2) + "\n")
-        print(json.dumps({k: v for k, v in info.items() if k != "config"}))
-    except UserError as exc:
-        print(f"sustain: error: {exc}", file=sys.stderr)
-        return 2
+    options = dict(steps=args.steps, seed=args.seed, instruction_rate=args.instruction_rate, ops=args.ops,
+                   digits=args.digits)
+    if not 1 <= args.steps <= MAX_STEPS:  # a typo'd step count would train for days, then fill the disk
+        raise UserError(f"--steps must be 1 to {MAX_STEPS}, got {args.steps}", "pass e.g. --steps 1000 (the default)")
+    cfg = TinyConfig.from_options(**options)
+    if args.cached:  # the tests check its accuracy (tests/test_tiny_model.py)
+        print(ensure_tiny_base(cache_dir(), progress=True, **options))
+        return 0
+    out = Path(args.out)
+    if out.exists():
+        raise UserError(f"{out} already exists", "choose another --out or delete that folder")
+    _build_atomically(out.resolve(), cfg, progress=True)
+    info = json.loads((out / "tiny_build.json").read_text())
+    if not args.no_eval:
+        info["held_out_accuracy_200"] = held_out_accuracy(out, cfg)
+        (out / "tiny_build.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in info.items() if k != "config"}))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry(main))
