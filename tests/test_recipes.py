@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from conftest import need_data
 
 from sustain.eval.errors import UserError
 from sustain.train.config import parse_recipe
@@ -29,6 +32,10 @@ def test_there_are_recipes_for_every_paradigm():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.relative_to(ROOT / "recipes").as_posix())
 def test_recipe_parses(recipe, tmp_path):
+    # recipes name the benchmark data beside the checkout (../shared/data); their eval blocks check it exists
+    for rel in re.findall(r"\.\./shared/data/([^\s#]+)", "\n".join(
+            line for line in recipe.read_text().splitlines() if not line.lstrip().startswith("#"))):
+        need_data(rel)
     script, trainer, model = parse_recipe(kind_of(recipe), ["--config", str(recipe), "--output_dir", str(tmp_path)])
     assert model.model_name_or_path
     assert script.recipe == str(recipe.resolve())
